@@ -1,0 +1,126 @@
+"""Configuration schemas: dataclasses usable as omegaconf structured configs.
+
+No model code here. ``VideoDiTConfig`` describes the backbone; presets mirror Latte's sizes
+(S/2, B/2, L/2, XL/2) plus ``tiny`` for the CPU demo. The same presets live as YAML in
+``configs/model/`` (a test keeps the two in sync).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+_CHOICES = {
+    "attention": ("factorized", "full"),
+    "positions": ("sincos", "rope3d"),
+    "modulation": ("adaln_zero", "adaln_single"),
+    "conditioning": ("none", "text", "class"),
+    "kernel_backend": ("auto", "torch", "triton", "cuda", "cpu", "flash"),
+}
+
+
+@dataclass
+class VideoDiTConfig:
+    """Architecture of a spatiotemporal, patchified video DiT.
+
+    ``depth`` counts all blocks. With ``attention="factorized"`` they alternate spatial
+    (within a frame) and temporal (across frames at one position), starting with spatial, so
+    depth must be even; with ``"full"`` every block attends over all T'*S tokens.
+    """
+
+    in_channels: int = 4
+    out_channels: int | None = None  # default: in_channels (x2 with learn_sigma)
+    num_frames: int = 16  # frames the temporal position table is built for
+    sample_size: list[int] = field(default_factory=lambda: [32, 32])  # [H, W] of the input
+    patch_size: list[int] = field(default_factory=lambda: [1, 2, 2])  # (pt, ph, pw)
+    hidden_size: int = 384
+    depth: int = 12
+    num_heads: int = 6
+    mlp_ratio: float = 4.0
+    attention: str = "factorized"
+    positions: str = "sincos"
+    modulation: str = "adaln_zero"
+    conditioning: str = "none"
+    num_classes: int = 0  # class conditioning; index num_classes is the null (CFG) class
+    caption_channels: int = 0  # text conditioning: width of the text encoder's token states
+    learn_sigma: bool = False
+    qk_norm: bool = False
+    gradient_checkpointing: bool = False
+    norm_eps: float = 1e-6
+    frequency_embedding_size: int = 256
+    rope_theta: float = 10000.0
+    # sincos position tables, diffusers PatchEmbed semantics: grid / (grid / base) / interp
+    pos_base_size: int | None = None  # default: sample_size[0] // ph
+    pos_interpolation_scale: float = 1.0
+    kernel_backend: str = "auto"
+
+    def __post_init__(self) -> None:
+        self.sample_size = list(self.sample_size)
+        self.patch_size = list(self.patch_size)
+        for key, allowed in _CHOICES.items():
+            if getattr(self, key) not in allowed:
+                raise ValueError(f"VideoDiTConfig.{key} must be one of {allowed}, got {getattr(self, key)!r}")
+        if len(self.patch_size) != 3 or min(self.patch_size) < 1:
+            raise ValueError(f"patch_size must be three positive ints (pt, ph, pw), got {self.patch_size}")
+        if len(self.sample_size) != 2:
+            raise ValueError(f"sample_size must be [H, W], got {self.sample_size}")
+        if self.hidden_size % self.num_heads:
+            raise ValueError(f"hidden_size {self.hidden_size} is not divisible by num_heads {self.num_heads}")
+        if self.attention == "factorized" and self.depth % 2:
+            raise ValueError(f"factorized attention alternates spatial/temporal blocks: depth must be even, "
+                             f"got {self.depth}")
+        if self.conditioning == "class" and self.num_classes < 1:
+            raise ValueError("conditioning='class' needs num_classes >= 1")
+        if self.conditioning == "text" and self.caption_channels < 1:
+            raise ValueError("conditioning='text' needs caption_channels >= 1 (the text encoder's width)")
+        if self.positions == "rope3d" and self.head_dim % 2:
+            raise ValueError(f"positions='rope3d' needs an even head_dim, got {self.head_dim}")
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden_size // self.num_heads
+
+    @property
+    def out_dim(self) -> int:
+        if self.out_channels is not None:
+            return self.out_channels
+        return self.in_channels * (2 if self.learn_sigma else 1)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> VideoDiTConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"unknown VideoDiTConfig keys {unknown}; known keys: {sorted(known)}")
+        return cls(**d)
+
+    @classmethod
+    def from_preset(cls, name: str, **overrides: Any) -> VideoDiTConfig:
+        if name not in PRESETS:
+            raise ValueError(f"unknown preset {name!r}; available: {sorted(PRESETS)}")
+        d = dict(PRESETS[name])
+        d.update(overrides)
+        return cls.from_dict(d)
+
+
+# Latte's sizes (Ma et al. 2024, Table: S/B/L/XL with 2x2 patches, 16 frames of 32x32 latents),
+# class-conditional on UCF-101 with learned sigma, as in the original repository.
+_LATTE = dict(in_channels=4, num_frames=16, sample_size=[32, 32], patch_size=[1, 2, 2],
+              conditioning="class", num_classes=101, learn_sigma=True, modulation="adaln_zero")
+PRESETS: dict[str, dict[str, Any]] = {
+    "tiny": dict(in_channels=3, num_frames=8, sample_size=[32, 32], patch_size=[1, 4, 4],
+                 hidden_size=128, depth=6, num_heads=4, conditioning="none"),
+    "S/2": dict(_LATTE, hidden_size=384, depth=12, num_heads=6),
+    "B/2": dict(_LATTE, hidden_size=768, depth=12, num_heads=12),
+    "L/2": dict(_LATTE, hidden_size=1024, depth=24, num_heads=16),
+    "XL/2": dict(_LATTE, hidden_size=1152, depth=28, num_heads=16),
+}
+
+
+def preset_file_name(name: str) -> str:
+    """``configs/model/<this>.yaml`` for a preset name (``XL/2`` -> ``xl_2``)."""
+    return name.lower().replace("/", "_")

@@ -1,0 +1,341 @@
+"""VideoDiT: a spatiotemporal, patchified diffusion transformer for video.
+
+    x [B, C, T, H, W] --PatchEmbed3D--> tokens [B, T', S, D] (+ sincos positions, or 3D RoPE)
+      N x block: spatial (attend over S within each frame; + text cross-attention)
+                 temporal (attend over T' at each position), alternating
+      each block:  h = adaLN(x); x = x + g1 * Attn(h)  [+ CrossAttn(x, text)]
+                   x, h = gated_residual_adaln(...);  x = x + g2 * MLP(h)
+      final adaLN + linear --unpatchify--> [B, C_out, T, H, W]
+
+Tokens stay ``[B, T', S, D]`` through the whole trunk. Both attention kinds read views of one
+fused QKV projection ``[B, T', S, 3, H, Dh]``: the spatial view has batch dims (B, T') and
+sequence S, the temporal view batch dims (B, S) and sequence T'. No block transposes q, k, v or
+o itself; the fused kernels read the strided views and write o in token layout.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from functools import lru_cache
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
+
+from ..config import VideoDiTConfig
+from ..kernels import adaln_modulate, attention, gated_residual_adaln, rope3d
+from .embeddings import (
+    CaptionProjection,
+    LabelEmbedder,
+    PatchEmbed3D,
+    TimestepEmbedder,
+    rope3d_tables,
+    sincos_1d,
+    sincos_2d,
+    unpatchify,
+)
+
+
+def _bcast(m: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """[B, D] or [B, T', D] -> broadcastable against tokens [B, T', S, D]."""
+    return m.reshape(m.shape[:-1] + (1,) * (x.dim() - m.dim()) + m.shape[-1:])
+
+
+class SelfAttention(nn.Module):
+    def __init__(self, dim: int, heads: int, qk_norm: bool, eps: float):
+        super().__init__()
+        self.heads = heads
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.proj = nn.Linear(dim, dim)
+        self.q_norm = nn.RMSNorm(dim // heads, eps=eps) if qk_norm else None
+        self.k_norm = nn.RMSNorm(dim // heads, eps=eps) if qk_norm else None
+        self.backend = "auto"
+
+    def forward(self, h: torch.Tensor, kind: str, rope: tuple[torch.Tensor, torch.Tensor] | None) -> torch.Tensor:
+        b, t, s, d = h.shape
+        q, k, v = self.qkv(h).view(b, t, s, 3, self.heads, d // self.heads).unbind(3)  # views
+        if self.q_norm is not None:
+            q, k = self.q_norm(q), self.k_norm(k)
+        if rope is not None:
+            q = rope3d(q, *rope, backend=self.backend)
+            k = rope3d(k, *rope, backend=self.backend)
+        if kind == "spatial":  # batch (B, T'), sequence S
+            o = attention(q, k, v, backend=self.backend)
+        elif kind == "temporal":  # batch (B, S), sequence T': strided views, no copies
+            o = attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), backend=self.backend)
+            o = o.transpose(1, 2)
+        else:  # full: one sequence of T'*S tokens (a view: T' and S are adjacent)
+            o = attention(q.flatten(1, 2), k.flatten(1, 2), v.flatten(1, 2), backend=self.backend)
+        return self.proj(o.reshape(b, t, s, d))
+
+
+class CrossAttention(nn.Module):
+    """Queries from the video tokens of each frame, keys/values from the text tokens."""
+
+    def __init__(self, dim: int, heads: int):
+        super().__init__()
+        self.heads = heads
+        self.q = nn.Linear(dim, dim)
+        self.kv = nn.Linear(dim, 2 * dim)
+        self.proj = nn.Linear(dim, dim)
+        self.backend = "auto"
+
+    def forward(self, x: torch.Tensor, text: torch.Tensor, text_mask: torch.Tensor | None) -> torch.Tensor:
+        b, t, s, d = x.shape
+        hd = d // self.heads
+        q = self.q(x).view(b, t, s, self.heads, hd)
+        k, v = self.kv(text).view(b, 1, text.shape[1], 2, self.heads, hd).unbind(3)  # [B, 1, L, H, Dh]
+        mask = None if text_mask is None else text_mask[:, None, :]
+        o = attention(q, k, v, key_padding_mask=mask, backend=self.backend)
+        return self.proj(o.reshape(b, t, s, d))
+
+
+class Mlp(nn.Module):
+    def __init__(self, dim: int, hidden: int):
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden)
+        self.fc2 = nn.Linear(hidden, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(F.gelu(self.fc1(x), approximate="tanh"))
+
+
+class VideoDiTBlock(nn.Module):
+    """One transformer block of kind ``spatial``, ``temporal`` or ``full``."""
+
+    def __init__(self, cfg: VideoDiTConfig, kind: str, cross: bool):
+        super().__init__()
+        d = cfg.hidden_size
+        self.kind = kind
+        self.eps = cfg.norm_eps
+        self.attn = SelfAttention(d, cfg.num_heads, cfg.qk_norm, cfg.norm_eps)
+        self.cross = CrossAttention(d, cfg.num_heads) if cross else None
+        self.mlp = Mlp(d, int(d * cfg.mlp_ratio))
+        self.single = cfg.modulation == "adaln_single"
+        if self.single:  # PixArt / Latte-1: shared t_block output + a per-block table
+            self.scale_shift_table = nn.Parameter(torch.randn(6, d) / d**0.5)
+        else:  # DiT adaLN-Zero: a per-block projection of the conditioning vector
+            self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(d, 6 * d))
+        self.backend = "auto"
+
+    def modulation(self, c: torch.Tensor) -> list[torch.Tensor]:
+        if self.single:  # c is the shared 6D vector [B, (T',) 6D]
+            m = self.scale_shift_table + c.unflatten(-1, (6, -1))
+        else:  # c is the conditioning vector [B, (T',) D]
+            m = self.adaLN_modulation(c).unflatten(-1, (6, -1))
+        return list(m.unbind(-2))
+
+    def forward(self, x: torch.Tensor, c: torch.Tensor, rope=None, text=None, text_mask=None) -> torch.Tensor:
+        shift1, scale1, gate1, shift2, scale2, gate2 = self.modulation(c)
+        h = adaln_modulate(x, shift1, scale1, eps=self.eps, backend=self.backend)
+        y = self.attn(h, self.kind, rope)
+        if self.cross is not None and text is not None:
+            r = x + _bcast(gate1, x) * y
+            x, h = gated_residual_adaln(r, self.cross(r, text, text_mask), torch.ones_like(gate1),
+                                        shift2, scale2, eps=self.eps, backend=self.backend)
+        else:
+            x, h = gated_residual_adaln(x, y, gate1, shift2, scale2, eps=self.eps, backend=self.backend)
+        return x + _bcast(gate2, x) * self.mlp(h)
+
+
+class VideoDiT(nn.Module):
+    """Spatiotemporal DiT; see the module docstring. Build with ``VideoDiT(VideoDiTConfig(...))``."""
+
+    def __init__(self, config: VideoDiTConfig):
+        super().__init__()
+        self.config = cfg = config
+        d = cfg.hidden_size
+        self.x_embedder = PatchEmbed3D(cfg.in_channels, d, tuple(cfg.patch_size))
+        self.t_embedder = TimestepEmbedder(d, cfg.frequency_embedding_size)
+        self.y_embedder = LabelEmbedder(cfg.num_classes, d) if cfg.conditioning == "class" else None
+        self.caption_projection = (CaptionProjection(cfg.caption_channels, d)
+                                   if cfg.conditioning == "text" else None)
+        if cfg.modulation == "adaln_single":
+            self.t_block = nn.Sequential(nn.SiLU(), nn.Linear(d, 6 * d))
+        text = cfg.conditioning == "text"
+        if cfg.attention == "factorized":
+            kinds = ["spatial" if i % 2 == 0 else "temporal" for i in range(cfg.depth)]
+        else:
+            kinds = ["full"] * cfg.depth
+        self.blocks = nn.ModuleList(VideoDiTBlock(cfg, k, cross=text and k != "temporal") for k in kinds)
+        if cfg.modulation == "adaln_single":
+            self.final_scale_shift_table = nn.Parameter(torch.randn(2, d) / d**0.5)
+        else:
+            self.final_adaLN = nn.Sequential(nn.SiLU(), nn.Linear(d, 2 * d))
+        pt, ph, pw = cfg.patch_size
+        self.final_linear = nn.Linear(d, pt * ph * pw * cfg.out_dim)
+        self.backend = cfg.kernel_backend
+        self.initialize_weights()
+        self.set_backend(cfg.kernel_backend)
+
+    # ----------------------------------------------------------------------------- setup
+    def initialize_weights(self) -> None:
+        """DiT's init: xavier linears, N(0, 0.02) embeddings, zero adaLN and output (output ~ 0)."""
+        for m in self.modules():
+            if isinstance(m, nn.Linear):
+                nn.init.xavier_uniform_(m.weight)
+                nn.init.zeros_(m.bias)
+        nn.init.normal_(self.t_embedder.mlp[0].weight, std=0.02)
+        nn.init.normal_(self.t_embedder.mlp[2].weight, std=0.02)
+        if self.y_embedder is not None:
+            nn.init.normal_(self.y_embedder.table.weight, std=0.02)
+        if self.caption_projection is not None:
+            nn.init.normal_(self.caption_projection.fc1.weight, std=0.02)
+            nn.init.normal_(self.caption_projection.fc2.weight, std=0.02)
+        if hasattr(self, "t_block"):
+            nn.init.normal_(self.t_block[1].weight, std=0.02)
+        for blk in self.blocks:
+            if not blk.single:
+                nn.init.zeros_(blk.adaLN_modulation[1].weight)
+                nn.init.zeros_(blk.adaLN_modulation[1].bias)
+            if blk.cross is not None:
+                nn.init.zeros_(blk.cross.proj.weight)
+        if hasattr(self, "final_adaLN"):
+            nn.init.zeros_(self.final_adaLN[1].weight)
+            nn.init.zeros_(self.final_adaLN[1].bias)
+        nn.init.zeros_(self.final_linear.weight)
+        nn.init.zeros_(self.final_linear.bias)
+
+    def set_backend(self, name: str) -> VideoDiT:
+        """Kernel backend for every fused op in the model ('auto', 'torch', 'triton', 'cpu', ...)."""
+        for m in self.modules():
+            if hasattr(m, "backend"):
+                m.backend = name
+        return self
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    # ----------------------------------------------------------------------------- inputs
+    def _validate(self, x, timestep, text, text_mask, labels, cond_mask):
+        cfg = self.config
+        if x.dim() != 5:
+            raise ValueError(f"x must be [B, C, T, H, W], got shape {tuple(x.shape)}")
+        b, c, t, h, w = x.shape
+        if c != cfg.in_channels:
+            raise ValueError(f"x has {c} channels, the model expects in_channels={cfg.in_channels}")
+        for name, size, p in (("T", t, cfg.patch_size[0]), ("H", h, cfg.patch_size[1]), ("W", w, cfg.patch_size[2])):
+            if size % p:
+                raise ValueError(f"{name}={size} is not divisible by the patch size {p} "
+                                 f"(patch_size={cfg.patch_size})")
+        if not torch.is_tensor(timestep) or tuple(timestep.shape) not in ((), (b,), (b, t)):
+            got = tuple(timestep.shape) if torch.is_tensor(timestep) else type(timestep).__name__
+            raise ValueError(f"timestep must be a tensor of shape [B]={(b,)} or per frame [B, T]={(b, t)}, got {got}")
+        if cfg.conditioning == "text":
+            if text is not None and (text.dim() != 3 or text.shape[0] != b or text.shape[2] != cfg.caption_channels):
+                raise ValueError(f"text must be [B, L, caption_channels] = [{b}, L, {cfg.caption_channels}], "
+                                 f"got {tuple(text.shape)}")
+            if text_mask is not None and (text is None or tuple(text_mask.shape) != tuple(text.shape[:2])):
+                raise ValueError(f"text_mask must be [B, L] matching text, got {tuple(text_mask.shape)}")
+        elif text is not None:
+            raise ValueError(f"this model has conditioning={cfg.conditioning!r}; it takes no text")
+        if cfg.conditioning == "class":
+            if labels is None or tuple(labels.shape) != (b,):
+                raise ValueError(f"labels must be a [B]={(b,)} tensor of class ids for a class-conditioned "
+                                 f"model, got {None if labels is None else tuple(labels.shape)}")
+        elif labels is not None:
+            raise ValueError(f"this model has conditioning={cfg.conditioning!r}; it takes no labels")
+        if cond_mask is not None and (tuple(cond_mask.shape) != (b, t) or cond_mask.dtype != torch.bool):
+            raise ValueError(f"cond_mask must be a bool [B, T]={(b, t)} tensor, got "
+                             f"{tuple(cond_mask.shape)} {cond_mask.dtype}")
+
+    def _frame_timesteps(self, timestep: torch.Tensor, b: int, t: int, cond_mask) -> torch.Tensor:
+        """[B] or [B, T] (+ cond_mask) -> [B] or per latent frame [B, T'] (tubelet mean)."""
+        if timestep.dim() == 0:
+            timestep = timestep.expand(b)
+        if timestep.dim() == 1 and cond_mask is None:
+            return timestep
+        if timestep.dim() == 1:
+            timestep = timestep[:, None].expand(b, t)
+        if cond_mask is not None:  # clean conditioning frames are at noise level 0
+            timestep = torch.where(cond_mask, torch.zeros_like(timestep), timestep)
+        pt = self.config.patch_size[0]
+        return timestep.float().reshape(b, t // pt, pt).mean(-1)
+
+    @lru_cache(maxsize=8)  # noqa: B019 - keyed by grid and device; small
+    def _positions(self, grid: tuple[int, int, int], device: torch.device):
+        cfg = self.config
+        if cfg.positions == "rope3d":
+            return None, None, rope3d_tables(grid, cfg.head_dim, cfg.rope_theta, device)
+        t, h, w = grid
+        base = cfg.pos_base_size or cfg.sample_size[0] // cfg.patch_size[1]
+        spatial = torch.from_numpy(sincos_2d(cfg.hidden_size, (h, w), base, cfg.pos_interpolation_scale))
+        temporal = torch.from_numpy(sincos_1d(cfg.hidden_size, torch.arange(t).numpy()))
+        return spatial.float().to(device), temporal.float().to(device), None
+
+    # ----------------------------------------------------------------------------- forward
+    def forward(self, x: torch.Tensor, timestep: torch.Tensor, *, text: torch.Tensor | None = None,
+                text_mask: torch.Tensor | None = None, labels: torch.Tensor | None = None,
+                cond_mask: torch.Tensor | None = None) -> torch.Tensor:
+        self._validate(x, timestep, text, text_mask, labels, cond_mask)
+        cfg = self.config
+        b, _, t, h, w = x.shape
+        pt, ph, pw = cfg.patch_size
+        grid = (t // pt, h // ph, w // pw)
+        spatial_pos, temporal_pos, rope = self._positions(grid, x.device)
+
+        tokens = self.x_embedder(x)  # [B, T', S, D]
+        if spatial_pos is not None:
+            tokens = tokens + spatial_pos.to(tokens.dtype)
+            if cfg.attention == "full":
+                tokens = tokens + temporal_pos.to(tokens.dtype)[:, None]
+
+        c = self.t_embedder(self._frame_timesteps(timestep, b, t, cond_mask))  # [B, D] or [B, T', D]
+        if self.y_embedder is not None:
+            y = self.y_embedder(labels)
+            c = c + (y if c.dim() == 2 else y[:, None])
+        block_c = self.t_block(c) if hasattr(self, "t_block") else c
+        if text is not None:
+            text = self.caption_projection(text.to(tokens.dtype))
+            if text_mask is not None:
+                text_mask = text_mask.to(torch.bool)
+
+        first_temporal = True
+        for blk in self.blocks:
+            if blk.kind == "temporal" and first_temporal and temporal_pos is not None:
+                tokens = tokens + temporal_pos.to(tokens.dtype)[:, None]  # Latte: once, before the 1st
+            first_temporal = first_temporal and blk.kind != "temporal"
+            if cfg.gradient_checkpointing and self.training and torch.is_grad_enabled():
+                tokens = checkpoint(blk, tokens, block_c, rope, text, text_mask, use_reentrant=False)
+            else:
+                tokens = blk(tokens, block_c, rope, text, text_mask)
+
+        if hasattr(self, "final_adaLN"):
+            shift, scale = self.final_adaLN(c).chunk(2, dim=-1)
+        else:
+            shift, scale = (self.final_scale_shift_table + c.unsqueeze(-2)).unbind(-2)
+        tokens = adaln_modulate(tokens, shift, scale, eps=cfg.norm_eps, backend=self.backend)
+        out = self.final_linear(tokens)
+        return unpatchify(out, cfg.out_dim, grid, (pt, ph, pw))
+
+    # ----------------------------------------------------------------------------- weights
+    def save_pretrained(self, directory: str | os.PathLike) -> None:
+        """Write ``config.json`` and ``model.safetensors``."""
+        from safetensors.torch import save_file
+
+        d = Path(directory)
+        d.mkdir(parents=True, exist_ok=True)
+        (d / "config.json").write_text(json.dumps(self.config.to_dict(), indent=2))
+        save_file({k: v.detach().contiguous() for k, v in self.state_dict().items()}, str(d / "model.safetensors"))
+
+    @classmethod
+    def from_pretrained(cls, directory: str | os.PathLike, **overrides) -> VideoDiT:
+        """Load a directory written by :meth:`save_pretrained` (or ``dit-video export``)."""
+        from safetensors.torch import load_file
+
+        d = Path(directory)
+        for f in ("config.json", "model.safetensors"):
+            if not (d / f).is_file():
+                raise FileNotFoundError(f"{d / f} not found: from_pretrained needs a directory written by "
+                                        "VideoDiT.save_pretrained or `dit-video export`")
+        cfg = json.loads((d / "config.json").read_text())
+        cfg.update(overrides)
+        model = cls(VideoDiTConfig.from_dict(cfg))
+        missing, unexpected = model.load_state_dict(load_file(str(d / "model.safetensors")), strict=False)
+        if missing or unexpected:
+            raise ValueError(f"{d / 'model.safetensors'} does not match the config: missing {missing}, "
+                             f"unexpected {unexpected}")
+        return model

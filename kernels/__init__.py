@@ -1,0 +1,26 @@
+"""Fused ops for video DiTs, with pluggable backends (torch, triton, cuda, cpu, flash).
+
+Public API::
+
+    from dit_video.kernels import attention, adaln_modulate, gated_residual_adaln, rope3d
+    from dit_video.kernels import use_backend, available
+
+See ``dispatch.py`` for how backends register and are chosen. This package imports nothing
+from the rest of ``dit_video``.
+"""
+
+from .dispatch import BACKENDS, BackendUnavailable, available, register, resolve, use_backend
+from .ops import adaln_modulate, attention, gated_residual_adaln, rope3d
+
+__all__ = [
+    "BACKENDS",
+    "BackendUnavailable",
+    "adaln_modulate",
+    "attention",
+    "available",
+    "gated_residual_adaln",
+    "register",
+    "resolve",
+    "rope3d",
+    "use_backend",
+]

@@ -1,0 +1,86 @@
+"""The public fused ops. Each validates its arguments, then dispatches to a backend.
+
+Shapes (any strides everywhere):
+  attention(q, k, v)            q ``[..., Lq, H, D]``, k/v ``[..., Lk, H, D]`` (leading dims
+                                broadcast, so a text key ``[B, 1, L, H, D]`` serves every frame),
+                                key_padding_mask ``[..., Lk]`` bool, True = attend.
+  adaln_modulate(x, shift, scale)   x ``[B, ..., D]``; shift/scale ``[B, D]`` (per sample) or
+                                ``[B, T, D]`` (per sample and frame), broadcast over tokens.
+  gated_residual_adaln(x, y, gate, shift, scale)  -> (r, adaln_modulate(r, shift, scale)),
+                                r = x + gate * y.
+  rope3d(x, cos, sin)           x ``[B, T, S, H, D]``; cos/sin ``[T, S, D/2]`` fp32.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .dispatch import dispatch
+
+
+def _check_mod(name: str, m: torch.Tensor, x: torch.Tensor) -> None:
+    if m.dim() < 2 or m.dim() > x.dim() - 1 or m.shape[-1] != x.shape[-1] or \
+            tuple(m.shape[:-1]) != tuple(x.shape[: m.dim() - 1]):
+        raise ValueError(
+            f"{name} must be [B, D] or [B, T, D] matching x's leading dims and width: "
+            f"x is {tuple(x.shape)}, {name} is {tuple(m.shape)}")
+
+
+def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *,
+              key_padding_mask: torch.Tensor | None = None, scale: float | None = None,
+              backend: str = "auto") -> torch.Tensor:
+    """Multi-head attention over ``[..., L, H, D]`` tensors read through their strides."""
+    if q.dim() < 3 or k.dim() < 3 or v.dim() < 3:
+        raise ValueError(f"attention expects [..., L, H, D] tensors, got q{tuple(q.shape)} "
+                         f"k{tuple(k.shape)} v{tuple(v.shape)}")
+    if k.shape[-3] != v.shape[-3] or k.shape[-2] != v.shape[-2]:
+        raise ValueError(f"k and v must share [Lk, H]: k{tuple(k.shape)} v{tuple(v.shape)}")
+    if q.shape[-2] != k.shape[-2] or q.shape[-1] != k.shape[-1]:
+        raise ValueError(f"q and k must share heads and head_dim: q{tuple(q.shape)} k{tuple(k.shape)}")
+    try:
+        batch = torch.broadcast_shapes(q.shape[:-3], k.shape[:-3], v.shape[:-3])
+    except RuntimeError as e:
+        raise ValueError(f"leading dims of q{tuple(q.shape)}, k{tuple(k.shape)}, v{tuple(v.shape)} "
+                         "do not broadcast") from e
+    if key_padding_mask is not None:
+        if key_padding_mask.dtype != torch.bool:
+            raise ValueError(f"key_padding_mask must be bool (True = attend), got {key_padding_mask.dtype}")
+        if key_padding_mask.shape[-1] != k.shape[-3]:
+            raise ValueError(f"key_padding_mask's last dim must be Lk={k.shape[-3]}, "
+                             f"got {tuple(key_padding_mask.shape)}")
+        try:
+            torch.broadcast_shapes(key_padding_mask.shape[:-1], batch)
+        except RuntimeError as e:
+            raise ValueError(f"key_padding_mask{tuple(key_padding_mask.shape)} does not broadcast "
+                             f"to the batch dims {tuple(batch)}") from e
+    return dispatch("attention", backend, q, k, v, key_padding_mask=key_padding_mask, scale=scale)
+
+
+def adaln_modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor, *, eps: float = 1e-6,
+                   backend: str = "auto") -> torch.Tensor:
+    """LayerNorm without affine, then ``* (1 + scale) + shift``."""
+    _check_mod("shift", shift, x)
+    _check_mod("scale", scale, x)
+    return dispatch("adaln_modulate", backend, x, shift, scale, eps=eps)
+
+
+def gated_residual_adaln(x: torch.Tensor, y: torch.Tensor, gate: torch.Tensor, shift: torch.Tensor,
+                         scale: torch.Tensor, *, eps: float = 1e-6,
+                         backend: str = "auto") -> tuple[torch.Tensor, torch.Tensor]:
+    """``r = x + gate * y``; returns ``(r, adaln_modulate(r, shift, scale))`` in one pass."""
+    if x.shape != y.shape:
+        raise ValueError(f"x and y must have one shape, got {tuple(x.shape)} and {tuple(y.shape)}")
+    for name, m in (("gate", gate), ("shift", shift), ("scale", scale)):
+        _check_mod(name, m, x)
+    return dispatch("gated_residual_adaln", backend, x, y, gate, shift, scale, eps=eps)
+
+
+def rope3d(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, *, backend: str = "auto") -> torch.Tensor:
+    """3D rotary embedding of ``x [B, T, S, H, D]`` with tables ``[T, S, D/2]``."""
+    if x.dim() != 5 or x.shape[-1] % 2:
+        raise ValueError(f"rope3d expects x [B, T, S, H, D] with even D, got {tuple(x.shape)}")
+    want = (x.shape[1], x.shape[2], x.shape[-1] // 2)
+    if tuple(cos.shape) != want or tuple(sin.shape) != want:
+        raise ValueError(f"rope3d tables must be [T, S, D/2] = {want}, got cos{tuple(cos.shape)} "
+                         f"sin{tuple(sin.shape)}")
+    return dispatch("rope3d", backend, x, cos, sin)
