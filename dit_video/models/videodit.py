@@ -132,10 +132,13 @@ class VideoDiTBlock(nn.Module):
         shift1, scale1, gate1, shift2, scale2, gate2 = self.modulation(c)
         h = adaln_modulate(x, shift1, scale1, eps=self.eps, backend=self.backend)
         y = self.attn(h, self.kind, rope)
-        if self.cross is not None and text is not None:
+        if self.cross is not None:
             r = x + _bcast(gate1, x) * y
-            x, h = gated_residual_adaln(r, self.cross(r, text, text_mask), torch.ones_like(gate1),
-                                        shift2, scale2, eps=self.eps, backend=self.backend)
+            # No caption is the null condition: like an all-masked caption, attention gives o = 0,
+            # so the cross-attention output is the projection's bias.
+            yc = self.cross(r, text, text_mask) if text is not None else self.cross.proj.bias.expand_as(r)
+            x, h = gated_residual_adaln(r, yc, torch.ones_like(gate1), shift2, scale2, eps=self.eps,
+                                        backend=self.backend)
         else:
             x, h = gated_residual_adaln(x, y, gate1, shift2, scale2, eps=self.eps, backend=self.backend)
         return x + _bcast(gate2, x) * self.mlp(h)
