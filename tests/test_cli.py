@@ -1,0 +1,83 @@
+"""The dit-video entry point and the package layering."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from dit_video.cli import COMMANDS, main
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_help_lists_subcommands(capsys):
+    assert main([]) == 0
+    out = capsys.readouterr().out
+    for name in COMMANDS:
+        assert name in out
+
+
+def test_info_prints_architecture_and_parameters(capsys):
+    assert main(["info", "--preset", "XL/2"]) == 0
+    out = capsys.readouterr().out
+    assert "14 spatial, 14 temporal" in out and "(673.8M)" in out
+    assert main(["info", "--preset", "tiny", "depth=2", "positions=rope3d"]) == 0
+    assert "positions rope3d" in capsys.readouterr().out
+
+
+def test_user_errors_are_one_line(capsys):
+    assert main(["info", "--preset", "nope"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown preset 'nope'" in err and "Traceback" not in err
+
+
+def test_console_script_runs():
+    exe = Path(sys.executable).with_name("dit-video")
+    if not exe.exists():
+        pytest.skip("dit-video console script not installed in this environment (run pip install -e .)")
+    out = subprocess.run([str(exe), "--help"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and "make-synthetic" in out.stdout
+
+
+# Who may import whom (DESIGN.md): lower layers never import upper ones.
+LAYERS = {
+    "kernels": set(),  # kernels import nothing from dit_video (dit_video._C and dit_video.kernels excepted)
+    "dit_video/config.py": set(),
+    "dit_video/models": {"dit_video.kernels", "dit_video.config", "dit_video.models"},
+    "dit_video/diffusion": {"dit_video.diffusion", "dit_video.config"},
+    "dit_video/data": {"dit_video.data", "dit_video.config"},
+    "dit_video/encoders": {"dit_video.encoders", "dit_video.config"},
+}
+
+
+def _imports(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text())
+    names = set()
+    pkg = ".".join(path.relative_to(ROOT).with_suffix("").parts[:-1]).replace("kernels", "dit_video.kernels", 1) \
+        if path.relative_to(ROOT).parts[0] == "kernels" else ".".join(path.relative_to(ROOT).with_suffix("").parts[:-1])
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = pkg.split(".")[: len(pkg.split(".")) - node.level + 1]
+                names.add(".".join(base + ([node.module] if node.module else [])))
+            elif node.module:
+                names.add(node.module)
+    return {n for n in names if n.startswith("dit_video")}
+
+
+@pytest.mark.parametrize("layer", list(LAYERS))
+def test_no_upward_imports(layer):
+    target = ROOT / layer
+    files = [target] if target.is_file() else sorted(target.rglob("*.py"))
+    if not files:
+        pytest.skip(f"{layer} not present in this checkout")
+    allowed = LAYERS[layer] | {"dit_video._C", "dit_video.kernels"} if layer == "kernels" else LAYERS[layer]
+    for f in files:
+        bad = {n for n in _imports(f) if not any(n == a or n.startswith(a + ".") for a in allowed)}
+        assert not bad, f"{f.relative_to(ROOT)} imports {sorted(bad)}: not allowed for {layer}"
