@@ -1,0 +1,214 @@
+"""Helpers shared by the Triton kernels: where they may run, dtype rules, and stride bookkeeping.
+
+The kernels read their operands through arbitrary strides with a fixed number of index dims
+(attention: two outer batch dims; adaLN: two group dims and two row dims). :func:`collapse_dims`
+folds a tensor's leading dims into that fixed number without copying, by merging neighbours whose
+strides allow it in *every* tensor of the call; when they don't, the op's ``check`` refuses the
+call and dispatch falls back to the next backend (never a silent copy).
+
+Triton is imported lazily by the kernel modules only (this module needs torch only).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+
+import torch
+
+SUPPORTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+
+
+def interpreting() -> bool:
+    """True when Triton runs kernels on the CPU with numpy (``TRITON_INTERPRET=1``, tests only)."""
+    return os.environ.get("TRITON_INTERPRET") == "1"
+
+
+def device_reason(*tensors: torch.Tensor | None) -> str | None:
+    """Why these tensors cannot go to a Triton kernel here, or None.
+
+    Triton runs CUDA tensors; CPU tensors only under the interpreter. All tensors must share one
+    device.
+    """
+    ts = [t for t in tensors if t is not None]
+    devs = {t.device for t in ts}
+    if len(devs) > 1:
+        return f"tensors on several devices {sorted(str(d) for d in devs)}"
+    dev = ts[0].device
+    if dev.type == "cuda":
+        return None
+    if dev.type == "cpu" and interpreting():
+        return None
+    if dev.type == "meta":  # fake/meta tensors while tracing: the real call decides
+        return None
+    return f"needs a CUDA tensor (got {dev.type}; CPU only with TRITON_INTERPRET=1)"
+
+
+def dtype_reason(*tensors: torch.Tensor) -> str | None:
+    """Why these dtypes are refused (not all one of fp32/fp16/bf16), or None."""
+    dts = {t.dtype for t in tensors}
+    if len(dts) != 1:
+        return f"mixed dtypes {sorted(str(d) for d in dts)}"
+    dt = next(iter(dts))
+    if dt not in SUPPORTED_DTYPES:
+        return f"dtype {dt} not in fp32/fp16/bf16"
+    return None
+
+
+def upcast_for(dtype: torch.dtype) -> bool:
+    """Whether a kernel must compute on fp32 copies of its loads.
+
+    The interpreter computes bf16/fp16 arithmetic (and ``tl.dot``) wrongly, so under it every load
+    is upcast; on the GPU, ``tl.dot`` takes fp16/bf16 operands directly (tensor cores) and only
+    the reductions run in fp32.
+    """
+    return interpreting() or dtype == torch.float32
+
+
+def dot_precision(dtype: torch.dtype) -> str:
+    """``tl.dot`` input precision: fp32 inputs use 3xTF32 (fp32-accurate on tensor cores)."""
+    if interpreting():
+        return "ieee"
+    return "tf32x3" if dtype == torch.float32 else "tf32"
+
+
+def next_pow2(n: int, minimum: int = 16) -> int:
+    return max(minimum, 1 << max(0, math.ceil(math.log2(max(n, 1)))))
+
+
+def collapse_dims(sizes: tuple[int, ...], strides: list[tuple[int, ...]], ndim: int
+                  ) -> tuple[list[int], list[list[int]]] | None:
+    """Fold dims ``sizes`` (with one stride tuple per tensor) into exactly ``ndim`` dims, no copies.
+
+    Size-1 dims are dropped; neighbours i, i+1 merge when ``stride[i] == stride[i+1] * size[i+1]``
+    holds for every tensor (stride-0 broadcast dims merge with each other). The result is padded
+    in front with size-1 dims. Returns ``None`` when more than ``ndim`` dims would remain.
+    """
+    keep = [i for i, s in enumerate(sizes) if s != 1]
+    sz = [int(sizes[i]) for i in keep]
+    st = [[int(s[i]) for i in keep] for s in strides]
+    i = len(sz) - 2
+    while i >= 0:
+        if all(s[i] == s[i + 1] * sz[i + 1] for s in st):
+            sz[i + 1] *= sz[i]
+            del sz[i]
+            for s in st:
+                del s[i]
+        i -= 1
+    if len(sz) > ndim:
+        return None
+    pad = ndim - len(sz)
+    return [1] * pad + sz, [[0] * pad + s for s in st]
+
+
+def expanded_strides(t: torch.Tensor, shape: tuple[int, ...]) -> tuple[int, ...]:
+    """Strides of ``t`` broadcast to ``shape`` (0 on broadcast dims), without materializing."""
+    return tuple(t.expand(shape).stride())
+
+
+# ---------------------------------------------------------------------------- roofline numbers
+H100_BF16_FLOPS = 989e12  # dense bf16 tensor-core FLOP/s, H100 SXM
+H100_HBM_BYTES = 3.35e12  # HBM3 bytes/s, H100 SXM
+
+
+def floor_us(flops: float, nbytes: float) -> tuple[float, str]:
+    """The roofline floor on an H100 SXM in microseconds, and which side bounds it."""
+    tc, tm = flops / H100_BF16_FLOPS, nbytes / H100_HBM_BYTES
+    return max(tc, tm) * 1e6, ("compute" if tc >= tm else "memory")
+
+
+# ---------------------------------------------------------------------------- attention plumbing
+class AttnPlan:
+    """How an attention call maps onto a kernel's ``(b0, b1, l, h, d)`` index space.
+
+    ``batch`` is the broadcast of every operand's leading dims, folded into two dims ``(n0, n1)``;
+    ``strides[name]`` are ``(s_b0, s_b1, s_l, s_h, s_d)`` for q/k/v/o (0 on broadcast dims) and
+    ``(s_b0, s_b1, s_l)`` for the mask. Built from shapes and strides only: no tensor is touched.
+    """
+
+    def __init__(self, batch: tuple[int, ...], n0: int, n1: int, strides: dict[str, tuple[int, ...]]):
+        self.batch, self.n0, self.n1, self.strides = batch, n0, n1, strides
+
+
+def attention_out_shape(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                        mask: torch.Tensor | None) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """(batch dims, output shape) of an attention call."""
+    shapes = [q.shape[:-3], k.shape[:-3], v.shape[:-3]]
+    if mask is not None:
+        shapes.append(mask.shape[:-1])
+    batch = tuple(torch.broadcast_shapes(*shapes))
+    return batch, batch + tuple(q.shape[-3:])
+
+
+def empty_attention_out(q: torch.Tensor, out_shape: tuple[int, ...]) -> torch.Tensor:
+    """o allocated in q's dim order (token layout for the temporal view), see layout.empty_in_layout_of."""
+    from .layout import empty_in_layout_of
+
+    if tuple(q.shape) == tuple(out_shape):
+        return empty_in_layout_of(q)
+    return q.new_empty(out_shape)
+
+
+def _out_strides(q: torch.Tensor, out_shape: tuple[int, ...]) -> tuple[int, ...]:
+    """The strides :func:`empty_attention_out` would give, computed without allocating."""
+    if tuple(q.shape) != tuple(out_shape):
+        order = list(range(len(out_shape)))
+    else:  # same rule as layout.empty_in_layout_of
+        order = sorted(range(q.dim()), key=lambda i: (-q.stride(i), -i))
+    strides = [0] * len(out_shape)
+    acc = 1
+    for i in reversed(order):
+        strides[i] = acc
+        acc *= int(out_shape[i])
+    return tuple(strides)
+
+
+def attention_plan(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, o_strides: tuple[int, ...] | None,
+                   mask: torch.Tensor | None, extra: dict[str, torch.Tensor] | None = None) -> AttnPlan | str:
+    """An :class:`AttnPlan`, or the reason the leading dims cannot be read as two batch dims.
+
+    ``extra`` names further tensors of the full ``batch + (L, H, D)`` shape (the backward's dO
+    and gradient buffers) whose strides take part in the folding.
+    """
+    batch, out_shape = attention_out_shape(q, k, v, mask)
+    nb = len(batch)
+    full = {"q": expanded_strides(q, batch + tuple(q.shape[-3:])),
+            "k": expanded_strides(k, batch + tuple(k.shape[-3:])),
+            "v": expanded_strides(v, batch + tuple(v.shape[-3:]))}
+    if o_strides is None:
+        o_strides = _out_strides(q, out_shape)
+    full["o"] = tuple(o_strides)
+    if mask is not None:
+        full["mask"] = expanded_strides(mask, batch + (mask.shape[-1],))
+    for name, t in (extra or {}).items():
+        full[name] = tuple(t.stride())
+    names = list(full)
+    folded = collapse_dims(batch, [full[n][:nb] for n in names], 2)
+    if folded is None:
+        return f"leading dims {tuple(batch)} cannot be read as two strided batch dims without a copy"
+    (n0, n1), bstrides = folded
+    strides = {}
+    for n, bs in zip(names, bstrides, strict=True):
+        strides[n] = tuple(bs) + tuple(full[n][nb:])
+    return AttnPlan(batch, n0, n1, strides)
+
+
+def attention_reason(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None,
+                     max_head_dim: int) -> str | None:
+    """Checks shared by the Triton attention kernels (device, dtype, head dims, batch folding)."""
+    why = device_reason(q, k, v, mask) or dtype_reason(q, k, v)
+    if why:
+        return why
+    d = q.shape[-1]
+    if v.shape[-1] != d:
+        why = f"value head dim {v.shape[-1]} != query head dim {d}"
+    elif d > max_head_dim:
+        why = f"head_dim {d} > {max_head_dim}"
+    elif q.shape[-3] == 0 or k.shape[-3] == 0 or d == 0:
+        why = "empty sequence or head dim"
+    elif mask is not None and mask.dtype != torch.bool:
+        why = f"key_padding_mask dtype {mask.dtype} (want bool)"
+    if why:
+        return why
+    plan = attention_plan(q, k, v, None, mask)
+    return plan if isinstance(plan, str) else None
