@@ -50,7 +50,7 @@ LOG2E = 1.4426950408889634
 
 # ============================================================================ kernels
 @triton.jit
-def _attn_fwd(Q, K, V, O, LSE, MASK,
+def _attn_fwd(Q, K, V, Out, LSE, MASK,
               sq0, sq1, sql, sqh, sqd,
               sk0, sk1, skl, skh, skd,
               sv0, sv1, svl, svh, svd,
@@ -108,13 +108,13 @@ def _attn_fwd(Q, K, V, O, LSE, MASK,
     empty = l_i == 0.0  # fully masked row: o = 0, lse = +inf (so backward P = 0)
     o = acc / tl.where(empty, 1.0, l_i)[:, None]
     lse = tl.where(empty, float("inf"), m_i + tl.log2(tl.where(empty, 1.0, l_i)))
-    o_ptrs = O + b0 * so0 + b1 * so1 + h * soh + offs_m.to(tl.int64)[:, None] * sol + offs_d[None, :] * sod
-    tl.store(o_ptrs, o.to(O.dtype.element_ty), mask=m_ok[:, None] & d_ok[None, :])
+    o_ptrs = Out + b0 * so0 + b1 * so1 + h * soh + offs_m.to(tl.int64)[:, None] * sol + offs_d[None, :] * sod
+    tl.store(o_ptrs, o.to(Out.dtype.element_ty), mask=m_ok[:, None] & d_ok[None, :])
     tl.store(LSE + pid_bh.to(tl.int64) * Lq + offs_m, lse, mask=m_ok)
 
 
 @triton.jit
-def _attn_bwd_delta(O, DO, DELTA,
+def _attn_bwd_delta(Out, DO, DELTA,
                     so0, so1, sol, soh, sod,
                     sg0, sg1, sgl, sgh, sgd,
                     N1, H, Lq, D,
@@ -130,7 +130,7 @@ def _attn_bwd_delta(O, DO, DELTA,
     offs_d = tl.arange(0, BLOCK_D)
     msk = (offs_m < Lq)[:, None] & (offs_d < D)[None, :]
     rows = offs_m.to(tl.int64)[:, None]
-    o = tl.load(O + b0 * so0 + b1 * so1 + h * soh + rows * sol + offs_d[None, :] * sod, mask=msk, other=0.0)
+    o = tl.load(Out + b0 * so0 + b1 * so1 + h * soh + rows * sol + offs_d[None, :] * sod, mask=msk, other=0.0)
     do = tl.load(DO + b0 * sg0 + b1 * sg1 + h * sgh + rows * sgl + offs_d[None, :] * sgd, mask=msk, other=0.0)
     delta = tl.sum(o.to(tl.float32) * do.to(tl.float32), 1)
     tl.store(DELTA + pid_bh.to(tl.int64) * Lq + offs_m, delta, mask=offs_m < Lq)
