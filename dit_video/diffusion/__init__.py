@@ -1,0 +1,28 @@
+"""Diffusion processes, objectives and samplers for video DiTs.
+
+>>> from dit_video.diffusion import DiffusionConfig, build_diffusion, SAMPLERS
+>>> d = build_diffusion(DiffusionConfig(objective="flow"))
+>>> loss, logs = d.training_loss(model_fn, x0)           # model_fn(x_t, t, cond_mask=None)
+>>> video = d.sample(model_fn, (1, 3, 8, 32, 32), steps=30)
+"""
+
+from .config import DiffusionConfig
+from .guidance import cfg_combine
+from .objectives import Diffusion, FlowMatching, GaussianDiffusion, build_diffusion
+from .samplers import DEFAULT_SAMPLER, SAMPLERS, Sampler, check_sampler
+from .sampling import sample, sample_long
+
+__all__ = [
+    "DEFAULT_SAMPLER",
+    "Diffusion",
+    "DiffusionConfig",
+    "FlowMatching",
+    "GaussianDiffusion",
+    "SAMPLERS",
+    "Sampler",
+    "build_diffusion",
+    "cfg_combine",
+    "check_sampler",
+    "sample",
+    "sample_long",
+]

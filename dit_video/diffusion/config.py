@@ -1,0 +1,78 @@
+"""``DiffusionConfig``: the noising process, training objective and its knobs (no torch here).
+
+A plain dataclass, usable as an omegaconf structured config. Which fields matter for which
+objective:
+
+- ``objective="flow"`` (rectified flow, the default): ``x_t = (1 - u) x0 + u eps`` for ``u`` in
+  [0, 1]; the model predicts the velocity ``eps - x0``; its timestep is ``u * num_train_timesteps``.
+  ``shift`` warps ``u`` towards noise (``u' = shift u / (1 + (shift - 1) u)``, SD3) in training
+  *and* sampling; use > 1 for longer or larger inputs.
+- ``objective="eps" | "v"`` (DDPM): ``x_t = sqrt(abar_k) x0 + sqrt(1 - abar_k) eps`` at discrete
+  ``k`` in ``0..num_train_timesteps-1`` with betas from ``schedule``; ``zero_terminal_snr``
+  rescales them so that the last step is pure noise (Lin et al. 2024; needs ``objective="v"``).
+  ``shift`` is a flow-only option.
+
+For all objectives: the training timestep is drawn from ``timestep_sampling`` (``uniform``
+is the classic DDPM recipe, ``logit_normal`` with ``logit_mean``/``logit_std`` the SD3 one)
+per clip, or per latent frame with ``per_frame_timesteps``; ``min_snr_gamma`` turns on
+min-SNR-gamma weighting; the first ``cond_frames`` frames of a clip are kept clean with
+probability ``cond_prob`` (video prediction; the loss skips them); ``cfg_dropout`` is the
+probability with which the *trainer* drops the condition (text/label) for classifier-free guidance.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+OBJECTIVES = ("flow", "eps", "v")
+SCHEDULES = ("linear", "cosine", "scaled_linear")
+TIMESTEP_SAMPLING = ("logit_normal", "uniform")
+
+
+@dataclass
+class DiffusionConfig:
+    """See the module docstring."""
+
+    objective: str = "flow"
+    schedule: str = "linear"
+    num_train_timesteps: int = 1000
+    zero_terminal_snr: bool = False
+    timestep_sampling: str = "logit_normal"
+    logit_mean: float = 0.0
+    logit_std: float = 1.0
+    shift: float = 1.0
+    min_snr_gamma: float | None = None
+    per_frame_timesteps: bool = False
+    cond_frames: int = 0
+    cond_prob: float = 0.0
+    cfg_dropout: float = 0.1
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> DiffusionConfig:
+        """Raise ``ValueError`` naming the field and the allowed values; returns self."""
+        for key, allowed in (("objective", OBJECTIVES), ("schedule", SCHEDULES),
+                             ("timestep_sampling", TIMESTEP_SAMPLING)):
+            if getattr(self, key) not in allowed:
+                raise ValueError(f"DiffusionConfig.{key} must be one of {allowed}, got {getattr(self, key)!r}")
+        if self.num_train_timesteps < 2:
+            raise ValueError(f"DiffusionConfig.num_train_timesteps must be >= 2, got {self.num_train_timesteps}")
+        if self.logit_std <= 0:
+            raise ValueError(f"DiffusionConfig.logit_std must be > 0, got {self.logit_std}")
+        if self.shift <= 0:
+            raise ValueError(f"DiffusionConfig.shift must be > 0, got {self.shift}")
+        if self.min_snr_gamma is not None and self.min_snr_gamma <= 0:
+            raise ValueError(f"DiffusionConfig.min_snr_gamma must be > 0 or null, got {self.min_snr_gamma}")
+        if self.cond_frames < 0:
+            raise ValueError(f"DiffusionConfig.cond_frames must be >= 0, got {self.cond_frames}")
+        for key in ("cond_prob", "cfg_dropout"):
+            if not 0.0 <= getattr(self, key) <= 1.0:
+                raise ValueError(f"DiffusionConfig.{key} must be in [0, 1], got {getattr(self, key)}")
+        if self.zero_terminal_snr and self.objective != "v":
+            raise ValueError("DiffusionConfig.zero_terminal_snr=true needs objective='v': at the last timestep "
+                             f"x_t is pure noise and an {self.objective!r} prediction cannot recover x0")
+        if self.objective != "flow" and self.shift != 1.0:
+            raise ValueError(f"DiffusionConfig.shift is a rectified-flow option; objective={self.objective!r} "
+                             "needs shift=1.0")
+        return self

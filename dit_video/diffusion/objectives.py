@@ -1,0 +1,245 @@
+"""Gaussian diffusion processes and their training objectives.
+
+Both processes write ``x_t = alpha(t) x0 + sigma(t) eps`` and differ in ``alpha``, ``sigma``, the
+timestep grid and the model's prediction target:
+
+- :class:`FlowMatching` (rectified flow): ``alpha = 1 - u``, ``sigma = u``, ``t = u * N``;
+  target ``eps - x0`` (velocity).
+- :class:`GaussianDiffusion` (DDPM): ``alpha = sqrt(abar_k)``, ``sigma = sqrt(1 - abar_k)``,
+  ``t = k``; target ``eps`` or ``v = alpha eps - sigma x0`` (Salimans & Ho 2022).
+
+``t`` is always on the model's timestep scale (0..num_train_timesteps), a float tensor of shape
+``[B]`` (one level per clip) or ``[B, T]`` (one per frame). Sampling (CFG, continuation,
+sliding-window extension) lives in :mod:`dit_video.diffusion.sampling`; the methods here forward.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+from .config import DiffusionConfig
+from .schedules import alphas_cumprod, shift_time
+from .timesteps import conditioning_mask, randn, sample_unit_time
+
+ModelFn = Callable[..., torch.Tensor]  # model_fn(x_t, t, cond_mask=None) -> prediction like x_t
+
+
+def _expand(c: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """Per-clip ``[B]`` or per-frame ``[B, T]`` coefficients -> broadcastable against ``[B, C, T, ...]``."""
+    if c.dim() == 1:
+        return c.reshape(-1, *([1] * (x.dim() - 1)))
+    return c.reshape(c.shape[0], 1, c.shape[1], *([1] * (x.dim() - 3)))
+
+
+class Diffusion:
+    """Base class: the shared training loss and sampling entry points."""
+
+    objective: str
+
+    def __init__(self, config: DiffusionConfig):
+        self.config = config.validate()
+        self.objective = config.objective
+        self.num_train_timesteps = config.num_train_timesteps
+
+    # ---------------------------------------------------------------- the process (subclasses)
+    def alpha_sigma(self, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(alpha, sigma)`` (fp32, same shape as ``t``) at model timesteps ``t``."""
+        raise NotImplementedError
+
+    def timesteps_from_unit(self, u: torch.Tensor) -> torch.Tensor:
+        """Map training times ``u`` in (0, 1) to model timesteps."""
+        raise NotImplementedError
+
+    def sampling_grid(self, steps: int) -> list[tuple[float, float, float]]:
+        """``steps + 1`` points ``(t_model, alpha, sigma)`` from noise to clean (last sigma = 0)."""
+        raise NotImplementedError
+
+    # ---------------------------------------------------------------- shared algebra
+    def snr(self, t: torch.Tensor) -> torch.Tensor:
+        a, s = self.alpha_sigma(t)
+        return a**2 / s.clamp_min(1e-12) ** 2
+
+    def add_noise(self, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """``alpha(t) x0 + sigma(t) noise`` with ``t`` of shape [B] or [B, T]."""
+        a, s = self.alpha_sigma(t)
+        return _expand(a, x0).to(x0.dtype) * x0 + _expand(s, x0).to(x0.dtype) * noise
+
+    def target(self, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """What the model is trained to predict at ``x_t = add_noise(x0, noise, t)``."""
+        if self.objective == "flow":
+            return noise - x0
+        if self.objective == "eps":
+            return noise
+        a, s = self.alpha_sigma(t)
+        return _expand(a, x0).to(x0.dtype) * noise - _expand(s, x0).to(x0.dtype) * x0
+
+    def x0_eps(self, x_t: torch.Tensor, t: torch.Tensor, pred: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Invert a prediction to ``(x0_hat, eps_hat)`` at ``x_t`` (fp32 math, result in x_t's dtype)."""
+        a, s = (_expand(c, x_t) for c in self.alpha_sigma(t))
+        x, p = x_t.float(), pred.float()
+        if self.objective == "flow":  # x = (1-u) x0 + u eps, p = eps - x0
+            x0 = x - s * p
+            eps = x + a * p
+        elif self.objective == "eps":
+            eps = p
+            x0 = (x - s * p) / a.clamp_min(1e-12)
+        else:  # v = a eps - s x0; a^2 + s^2 = 1
+            x0 = a * x - s * p
+            eps = s * x + a * p
+        return x0.to(x_t.dtype), eps.to(x_t.dtype)
+
+    def loss_weight(self, t: torch.Tensor) -> torch.Tensor | None:
+        """Min-SNR-gamma weights (Hang et al. 2023) in x0 space, or None when off.
+
+        ``w * |pred - target|^2 == min(SNR, gamma) * |x0_hat - x0|^2`` for every objective:
+        eps ``min(SNR, g) / SNR``, v ``min(SNR, g) / (SNR + 1)``, flow ``min(SNR, g) * u^2``.
+        """
+        gamma = self.config.min_snr_gamma
+        if gamma is None:
+            return None
+        snr = self.snr(t)
+        clipped = snr.clamp(max=gamma)
+        if self.objective == "eps":
+            return clipped / snr.clamp_min(1e-12)
+        if self.objective == "v":
+            return clipped / (snr + 1)
+        _, s = self.alpha_sigma(t)
+        return clipped * s**2
+
+    # ---------------------------------------------------------------- training
+    def sample_timesteps(self, shape: tuple[int, ...], generator: torch.Generator | None = None,
+                         device: torch.device | str = "cpu") -> torch.Tensor:
+        """Training timesteps of ``shape`` ([B] or [B, T]) on the model scale."""
+        c = self.config
+        u = sample_unit_time(shape, c.timestep_sampling, c.logit_mean, c.logit_std, generator, device)
+        return self.timesteps_from_unit(u)
+
+    def training_loss(self, model_fn: ModelFn, x0: torch.Tensor, generator: torch.Generator | None = None
+                      ) -> tuple[torch.Tensor, dict[str, float]]:
+        """One diffusion loss on clean latents ``x0`` [B, C, T, H, W].
+
+        Draws t (per clip, or per frame with ``per_frame_timesteps``), the noise and the
+        conditioning mask (first ``cond_frames`` frames clean with probability ``cond_prob``;
+        those frames enter ``x_t`` as ``x0`` exactly, at timestep 0, and leave the loss), calls
+        ``model_fn(x_t, t, cond_mask=mask)`` (``mask`` None when ``cond_frames == 0``) and returns
+        the (min-SNR-weighted) MSE against the objective's target, averaged over noised frames,
+        plus floats for logging: ``loss``, ``mse`` (unweighted), ``t_mean`` (mean model timestep
+        of noised frames / N), ``cond_frac`` (fraction of clips with clean frames).
+        """
+        if x0.dim() != 5:
+            raise ValueError(f"x0 must be [B, C, T, H, W], got shape {tuple(x0.shape)}")
+        c = self.config
+        b, _, nt = x0.shape[:3]
+        dev = x0.device
+        t = self.sample_timesteps((b, nt) if c.per_frame_timesteps else (b,), generator, dev)
+        noise = randn(x0.shape, generator, dev, x0.dtype)
+        mask = conditioning_mask(b, nt, c.cond_frames, c.cond_prob, generator, dev) if c.cond_frames > 0 else None
+
+        x_t = self.add_noise(x0, noise, t)
+        if mask is not None:
+            x_t = torch.where(mask[:, None, :, None, None], x0, x_t)
+            if t.dim() == 2:
+                t = torch.where(mask, torch.zeros_like(t), t)
+        pred = model_fn(x_t, t, cond_mask=mask)
+        if pred.shape != x0.shape:
+            raise ValueError(f"model_fn returned shape {tuple(pred.shape)}, expected x0's {tuple(x0.shape)} "
+                             "(a learn_sigma model's extra channels must be dropped by the caller)")
+        err = (pred.float() - self.target(x0, noise, t).float()).pow(2).mean(dim=(1, 3, 4))  # [B, T]
+        valid = torch.ones_like(err) if mask is None else (~mask).float()
+        w = self.loss_weight(t)
+        weighted = err if w is None else err * (w[:, None] if w.dim() == 1 else w)
+        denom = valid.sum().clamp_min(1.0)
+        loss = (weighted * valid).sum() / denom
+        t_frames = (t[:, None].expand(b, nt) if t.dim() == 1 else t).float()
+        logs = {
+            "loss": float(loss.detach()),
+            "mse": float((err.detach() * valid).sum() / denom),
+            "t_mean": float((t_frames * valid).sum() / denom / self.num_train_timesteps),
+            "cond_frac": float(mask.any(1).float().mean()) if mask is not None else 0.0,
+        }
+        return loss, logs
+
+    # ---------------------------------------------------------------- sampling
+    @property
+    def default_sampler(self) -> str:
+        from .samplers import DEFAULT_SAMPLER
+
+        return DEFAULT_SAMPLER[self.objective]
+
+    def sample(self, model_fn: ModelFn, shape, **kwargs) -> torch.Tensor:
+        """See :func:`dit_video.diffusion.sampling.sample`."""
+        from .sampling import sample
+
+        return sample(self, model_fn, shape, **kwargs)
+
+    def sample_long(self, model_fn: ModelFn, shape, **kwargs) -> torch.Tensor:
+        """See :func:`dit_video.diffusion.sampling.sample_long`."""
+        from .sampling import sample_long
+
+        return sample_long(self, model_fn, shape, **kwargs)
+
+
+class FlowMatching(Diffusion):
+    """Rectified flow: ``x_u = (1 - u) x0 + u eps``, model timestep ``u * N``, target ``eps - x0``."""
+
+    def alpha_sigma(self, t):
+        u = t.float() / self.num_train_timesteps
+        return 1.0 - u, u
+
+    def timesteps_from_unit(self, u):
+        return shift_time(u, self.config.shift) * self.num_train_timesteps
+
+    def sampling_grid(self, steps):
+        if steps < 1:
+            raise ValueError(f"steps must be >= 1, got {steps}")
+        n = self.num_train_timesteps
+        us = [float(shift_time(1.0 - i / steps, self.config.shift)) for i in range(steps + 1)]
+        us[-1] = 0.0
+        return [(u * n, 1.0 - u, u) for u in us]
+
+
+class GaussianDiffusion(Diffusion):
+    """DDPM with eps or v prediction over ``num_train_timesteps`` discrete steps."""
+
+    def __init__(self, config: DiffusionConfig):
+        super().__init__(config)
+        self.alphas_cumprod = alphas_cumprod(config.schedule, config.num_train_timesteps, config.zero_terminal_snr)
+
+    def alpha_sigma(self, t):
+        k = t.round().long().clamp(0, self.num_train_timesteps - 1)
+        abar = self.alphas_cumprod.to(t.device)[k]
+        return abar.sqrt().float(), (1 - abar).sqrt().float()
+
+    def timesteps_from_unit(self, u):
+        n = self.num_train_timesteps
+        return (u * n).floor().clamp(0, n - 1)
+
+    def sampling_grid(self, steps):
+        """"Trailing" spacing (Lin et al. 2024): starts at k = N-1, then a final step to clean."""
+        n = self.num_train_timesteps
+        if not 1 <= steps <= n:
+            raise ValueError(f"steps must be in [1, {n}] for a {n}-step DDPM, got {steps}")
+        ks = sorted({round(n - i * n / steps) - 1 for i in range(steps)}, reverse=True)
+        abar = self.alphas_cumprod
+        grid = [(float(k), float(abar[k].sqrt()), float((1 - abar[k]).sqrt())) for k in ks]
+        return grid + [(0.0, 1.0, 0.0)]
+
+
+def build_diffusion(config: DiffusionConfig | None = None, **overrides) -> Diffusion:
+    """The process for ``config.objective``: :class:`FlowMatching` or :class:`GaussianDiffusion`."""
+    if config is None:
+        config = DiffusionConfig()
+    if not isinstance(config, DiffusionConfig):  # an omegaconf DictConfig or a plain mapping
+        from omegaconf import OmegaConf
+
+        if OmegaConf.is_config(config):
+            config = OmegaConf.to_object(config)
+        if not isinstance(config, DiffusionConfig):
+            config = DiffusionConfig(**dict(config))
+    if overrides:
+        import dataclasses
+
+        config = dataclasses.replace(config, **overrides)
+    return FlowMatching(config) if config.objective == "flow" else GaussianDiffusion(config)

@@ -1,0 +1,39 @@
+"""Training-time randomness: timesteps (per clip or per frame), noise, conditioning-frame masks."""
+
+from __future__ import annotations
+
+import torch
+
+
+def randn(shape, generator: torch.Generator | None, device, dtype=torch.float32) -> torch.Tensor:
+    """``torch.randn`` drawn on the generator's device (CPU generators with CUDA tensors work)."""
+    gdev = generator.device if generator is not None else device
+    return torch.randn(shape, generator=generator, device=gdev, dtype=dtype).to(device)
+
+
+def rand(shape, generator: torch.Generator | None, device, dtype=torch.float32) -> torch.Tensor:
+    gdev = generator.device if generator is not None else device
+    return torch.rand(shape, generator=generator, device=gdev, dtype=dtype).to(device)
+
+
+def sample_unit_time(shape, kind: str, mean: float, std: float, generator: torch.Generator | None,
+                     device) -> torch.Tensor:
+    """``u`` in the open interval (0, 1): ``uniform`` or ``logit_normal`` (``sigmoid(N(mean, std^2))``)."""
+    if kind == "uniform":
+        u = rand(shape, generator, device)
+    elif kind == "logit_normal":
+        u = torch.sigmoid(mean + std * randn(shape, generator, device))
+    else:
+        raise ValueError(f"unknown timestep_sampling {kind!r}; choose logit_normal or uniform")
+    return u.clamp(1e-5, 1 - 1e-5)
+
+
+def conditioning_mask(batch: int, frames: int, cond_frames: int, cond_prob: float,
+                      generator: torch.Generator | None, device) -> torch.Tensor:
+    """bool ``[B, T]``: row b has its first ``cond_frames`` frames True with probability ``cond_prob``."""
+    if cond_frames >= frames:
+        raise ValueError(f"cond_frames={cond_frames} must be smaller than the clip's {frames} frames "
+                         "(at least one frame has to be generated)")
+    rows = rand((batch,), generator, device) < cond_prob
+    first = torch.arange(frames, device=device) < cond_frames
+    return rows[:, None] & first[None, :]
