@@ -1,0 +1,341 @@
+"""Packed attention for short sequences (temporal attention, T <= 64) in Triton: forward + backward.
+
+What: the same contract as :mod:`triton_attention` (strided q/k/v ``[..., L, H, D]`` with two outer
+batch dims, broadcasting, key-padding mask, o in q's layout, fully masked rows -> 0), restricted
+to Lq, Lk <= 64 and head dims <= 128.
+
+Why: the temporal view of ``[B, T, S, 3, H, D]`` is B*S*H tiny sequences (T = 16 frames). A flash
+kernel gives each (sequence, head) its own program with a 64-row tile that is 3/4 empty, and
+its launch and tail costs dominate. Here one program takes G = min(BLOCK_M // Lq, BLOCK_N // Lk)
+whole sequences at once: their rows are stacked into one ``[G*Lq, D]`` query tile and one
+``[G*Lk, D]`` key/value tile, and a block-diagonal mask keeps each sequence to its own keys. The
+``tl.dot`` is G times larger than needed, but temporal attention is memory-bound (about T/2
+FLOP/byte in bf16, far below the H100's ~295 FLOP/byte ridge), so the extra tensor-core work is
+free and the kernel's job is to stream q, k, v, o at bandwidth. Consecutive sequences are the
+heads of one (b, s) token, so a program's rows are contiguous H*D runs of the fused projection.
+
+Each sequence lies whole in one tile, so softmax needs no online rescaling and the backward is a
+single kernel per tile: recompute P from the saved log-sum-exp, then dV, dP, dS, dQ, dK, with
+delta = rowsum(dO * O) computed in place (no atomics, no second pass).
+
+Registered as a second ``triton`` attention implementation with a higher priority than the flash
+kernel: dispatch takes it whenever its check (short sequences) passes.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from . import dispatch
+from .triton_attention import LOG2E, _grad_buffer, _mask_arg, _reduce_grad
+from .triton_common import (
+    AttnPlan,
+    attention_out_shape,
+    attention_plan,
+    attention_reason,
+    dot_precision,
+    empty_attention_out,
+    interpreting,
+    next_pow2,
+    upcast_for,
+)
+
+MAX_SEQ = 64
+MAX_HEAD_DIM = 128
+
+
+# ============================================================================ kernels
+@triton.jit
+def _seq_index(seq, H, N1):
+    """(b0, b1, h) of a flat sequence index seq = (b0 * N1 + b1) * H + h, as int64."""
+    h = seq % H
+    b = seq // H
+    return (b // N1).to(tl.int64), (b % N1).to(tl.int64), h.to(tl.int64)
+
+
+@triton.jit
+def _packed_fwd(Q, K, V, Out, LSE, MASK,
+                sq0, sq1, sql, sqh, sqd,
+                sk0, sk1, skl, skh, skd,
+                sv0, sv1, svl, svh, svd,
+                so0, so1, sol, soh, sod,
+                sm0, sm1, sml,
+                N1, H, NSEQ, Lq, Lk, D, qk_scale,
+                HAS_MASK: tl.constexpr, UPCAST: tl.constexpr, DOT_PREC: tl.constexpr,
+                BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr):
+    G = tl.minimum(BLOCK_M // Lq, BLOCK_N // Lk)  # whole sequences per program
+    pid = tl.program_id(0)
+    r = tl.arange(0, BLOCK_M)
+    c = tl.arange(0, BLOCK_N)
+    offs_d = tl.arange(0, BLOCK_D)
+    d_ok = offs_d < D
+    gq = r // Lq
+    tq = r % Lq
+    seq_q = pid * G + gq
+    q_ok = (gq < G) & (seq_q < NSEQ)
+    gk = c // Lk
+    tk = c % Lk
+    seq_k = pid * G + gk
+    k_ok = (gk < G) & (seq_k < NSEQ)
+    b0q, b1q, hq = _seq_index(seq_q, H, N1)
+    b0k, b1k, hk = _seq_index(seq_k, H, N1)
+
+    q_ptrs = Q + (b0q * sq0 + b1q * sq1 + hq * sqh + tq.to(tl.int64) * sql)[:, None] + offs_d[None, :] * sqd
+    q = tl.load(q_ptrs, mask=q_ok[:, None] & d_ok[None, :], other=0.0)
+    krow = b0k * sk0 + b1k * sk1 + hk * skh + tk.to(tl.int64) * skl
+    kt = tl.load(K + krow[None, :] + offs_d[:, None] * skd, mask=k_ok[None, :] & d_ok[:, None], other=0.0)
+    vrow = b0k * sv0 + b1k * sv1 + hk * svh + tk.to(tl.int64) * svl
+    v = tl.load(V + vrow[:, None] + offs_d[None, :] * svd, mask=k_ok[:, None] & d_ok[None, :], other=0.0)
+    if UPCAST:
+        q = q.to(tl.float32)
+        kt = kt.to(tl.float32)
+        v = v.to(tl.float32)
+    col_ok = k_ok
+    if HAS_MASK:
+        col_ok = col_ok & (tl.load(MASK + b0k * sm0 + b1k * sm1 + tk * sml, mask=k_ok, other=0) != 0)
+    valid = (gq[:, None] == gk[None, :]) & col_ok[None, :]  # block diagonal: own sequence's keys
+    s = tl.dot(q, kt, input_precision=DOT_PREC) * qk_scale
+    s = tl.where(valid, s, float("-inf"))
+    m = tl.max(s, 1)
+    m_safe = tl.where(m == float("-inf"), 0.0, m)
+    p = tl.exp2(s - m_safe[:, None])
+    l_i = tl.sum(p, 1)
+    empty = l_i == 0.0
+    o = tl.dot(p.to(v.dtype), v, input_precision=DOT_PREC) / tl.where(empty, 1.0, l_i)[:, None]
+    lse = tl.where(empty, float("inf"), m_safe + tl.log2(tl.where(empty, 1.0, l_i)))
+    o_ptrs = Out + (b0q * so0 + b1q * so1 + hq * soh + tq.to(tl.int64) * sol)[:, None] + offs_d[None, :] * sod
+    tl.store(o_ptrs, o.to(Out.dtype.element_ty), mask=q_ok[:, None] & d_ok[None, :])
+    tl.store(LSE + seq_q.to(tl.int64) * Lq + tq, lse, mask=q_ok)
+
+
+@triton.jit
+def _packed_bwd(Q, K, V, Out, DO, LSE, MASK, DQ, DK, DV,
+                sq0, sq1, sql, sqh, sqd,
+                sk0, sk1, skl, skh, skd,
+                sv0, sv1, svl, svh, svd,
+                so0, so1, sol, soh, sod,
+                sg0, sg1, sgl, sgh, sgd,
+                sm0, sm1, sml,
+                sdq0, sdq1, sdql, sdqh, sdqd,
+                sdk0, sdk1, sdkl, sdkh, sdkd,
+                sdv0, sdv1, sdvl, sdvh, sdvd,
+                N1, H, NSEQ, Lq, Lk, D, qk_scale, sm_scale,
+                HAS_MASK: tl.constexpr, UPCAST: tl.constexpr, DOT_PREC: tl.constexpr,
+                BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr):
+    G = tl.minimum(BLOCK_M // Lq, BLOCK_N // Lk)
+    pid = tl.program_id(0)
+    r = tl.arange(0, BLOCK_M)
+    c = tl.arange(0, BLOCK_N)
+    offs_d = tl.arange(0, BLOCK_D)
+    d_ok = offs_d < D
+    gq = r // Lq
+    tq = r % Lq
+    seq_q = pid * G + gq
+    q_ok = (gq < G) & (seq_q < NSEQ)
+    gk = c // Lk
+    tk = c % Lk
+    seq_k = pid * G + gk
+    k_ok = (gk < G) & (seq_k < NSEQ)
+    b0q, b1q, hq = _seq_index(seq_q, H, N1)
+    b0k, b1k, hk = _seq_index(seq_k, H, N1)
+    tq64 = tq.to(tl.int64)
+    tk64 = tk.to(tl.int64)
+    qm = q_ok[:, None] & d_ok[None, :]
+    km = k_ok[:, None] & d_ok[None, :]
+
+    q = tl.load(Q + (b0q * sq0 + b1q * sq1 + hq * sqh + tq64 * sql)[:, None] + offs_d[None, :] * sqd,
+                mask=qm, other=0.0)
+    o = tl.load(Out + (b0q * so0 + b1q * so1 + hq * soh + tq64 * sol)[:, None] + offs_d[None, :] * sod,
+                mask=qm, other=0.0)
+    do = tl.load(DO + (b0q * sg0 + b1q * sg1 + hq * sgh + tq64 * sgl)[:, None] + offs_d[None, :] * sgd,
+                 mask=qm, other=0.0)
+    k = tl.load(K + (b0k * sk0 + b1k * sk1 + hk * skh + tk64 * skl)[:, None] + offs_d[None, :] * skd,
+                mask=km, other=0.0)
+    v = tl.load(V + (b0k * sv0 + b1k * sv1 + hk * svh + tk64 * svl)[:, None] + offs_d[None, :] * svd,
+                mask=km, other=0.0)
+    if UPCAST:
+        q = q.to(tl.float32)
+        do = do.to(tl.float32)
+        k = k.to(tl.float32)
+        v = v.to(tl.float32)
+    delta = tl.sum(o.to(tl.float32) * do.to(tl.float32), 1)
+    lse = tl.load(LSE + seq_q.to(tl.int64) * Lq + tq, mask=q_ok, other=float("inf"))
+    col_ok = k_ok
+    if HAS_MASK:
+        col_ok = col_ok & (tl.load(MASK + b0k * sm0 + b1k * sm1 + tk * sml, mask=k_ok, other=0) != 0)
+    valid = (gq[:, None] == gk[None, :]) & col_ok[None, :]
+
+    s = tl.dot(q, tl.trans(k), input_precision=DOT_PREC) * qk_scale
+    p = tl.where(valid, tl.exp2(s - lse[:, None]), 0.0)  # [M, N]
+    dv = tl.dot(tl.trans(p.to(do.dtype)), do, input_precision=DOT_PREC)
+    dp = tl.dot(do, tl.trans(v), input_precision=DOT_PREC)
+    ds = p * (dp - delta[:, None])
+    dq = tl.dot(ds.to(k.dtype), k, input_precision=DOT_PREC) * sm_scale
+    dk = tl.dot(tl.trans(ds.to(q.dtype)), q, input_precision=DOT_PREC) * sm_scale
+    tl.store(DQ + (b0q * sdq0 + b1q * sdq1 + hq * sdqh + tq64 * sdql)[:, None] + offs_d[None, :] * sdqd,
+             dq.to(DQ.dtype.element_ty), mask=qm)
+    tl.store(DK + (b0k * sdk0 + b1k * sdk1 + hk * sdkh + tk64 * sdkl)[:, None] + offs_d[None, :] * sdkd,
+             dk.to(DK.dtype.element_ty), mask=km)
+    tl.store(DV + (b0k * sdv0 + b1k * sdv1 + hk * sdvh + tk64 * sdvl)[:, None] + offs_d[None, :] * sdvd,
+             dv.to(DV.dtype.element_ty), mask=km)
+
+
+# ============================================================================ configs
+# (BLOCK (= BLOCK_M = BLOCK_N), num_warps, num_stages) per head-dim tile. Every config fits
+# any Lq, Lk <= 64; all are compiled for sm_80/sm_90a by `dit-video kernels-report`.
+FWD_CONFIGS: dict[int, list[tuple[int, int, int]]] = {
+    64: [(64, 4, 1), (128, 8, 1)],
+    128: [(64, 4, 1), (64, 8, 1)],
+}
+BWD_CONFIGS: dict[int, list[tuple[int, int, int]]] = {
+    64: [(64, 4, 1), (64, 8, 1)],
+    128: [(64, 8, 1)],
+}
+
+_tuned: dict[tuple[str, int], object] = {}
+
+
+def _dbucket(block_d: int) -> int:
+    return 64 if block_d <= 64 else 128
+
+
+def _launcher(kernel, table: dict, block_d: int):
+    if interpreting():
+        return kernel
+    key = (kernel.__name__, block_d)
+    if key not in _tuned:
+        cfgs = [triton.Config({"BLOCK_M": b, "BLOCK_N": b}, num_warps=w, num_stages=s)
+                for b, w, s in table[_dbucket(block_d)]]
+        _tuned[key] = triton.autotune(configs=cfgs, key=["Lq", "Lk", "D", "HAS_MASK"])(kernel)
+    return _tuned[key]
+
+
+def _meta(lq: int, lk: int) -> dict:
+    """Interpreter tile: just big enough to pack 2+ sequences when they are short (tests packing)."""
+    if not interpreting():
+        return {}
+    b = min(MAX_SEQ, next_pow2(2 * max(lq, lk)))
+    b = max(b, next_pow2(max(lq, lk)))
+    return {"BLOCK_M": b, "BLOCK_N": b}
+
+
+def _grid(nseq: int, lq: int, lk: int):
+    return lambda meta: (triton.cdiv(nseq, min(meta["BLOCK_M"] // lq, meta["BLOCK_N"] // lk)),)
+
+
+def _launch_fwd(q, k, v, mask, scale: float):
+    batch, out_shape = attention_out_shape(q, k, v, mask)
+    o = empty_attention_out(q, out_shape)
+    plan = attention_plan(q, k, v, o.stride(), mask)
+    assert isinstance(plan, AttnPlan), plan
+    lq, h, d = q.shape[-3:]
+    lk = k.shape[-3]
+    nseq = plan.n0 * plan.n1 * h
+    lse = torch.empty((nseq, lq), device=q.device, dtype=torch.float32)
+    if o.numel() == 0:
+        return o, lse
+    st = plan.strides
+    block_d = next_pow2(d)
+    fn = _launcher(_packed_fwd, FWD_CONFIGS, block_d)
+    fn[_grid(nseq, lq, lk)](
+        q, k, v, o, lse, _mask_arg(mask, q),
+        *st["q"], *st["k"], *st["v"], *st["o"], *(st["mask"] if mask is not None else (0, 0, 0)),
+        plan.n1, h, nseq, lq, lk, d, scale * LOG2E,
+        HAS_MASK=mask is not None, UPCAST=upcast_for(q.dtype), DOT_PREC=dot_precision(q.dtype),
+        BLOCK_D=block_d, **_meta(lq, lk))
+    return o, lse
+
+
+def _launch_bwd(do, q, k, v, o, lse, mask, scale: float):
+    batch, _ = attention_out_shape(q, k, v, mask)
+    lq, h, d = q.shape[-3:]
+    lk = k.shape[-3]
+    dq = _grad_buffer(q, batch + tuple(q.shape[-3:]))
+    dk = _grad_buffer(k, batch + tuple(k.shape[-3:]))
+    dv = _grad_buffer(v, batch + tuple(v.shape[-3:]))
+    bufs = {"do": do, "dq": dq, "dk": dk, "dv": dv}
+    plan = attention_plan(q, k, v, o.stride(), mask, bufs)
+    if isinstance(plan, str):
+        do = do.contiguous()
+        bufs["do"] = do
+        plan = attention_plan(q, k, v, o.stride(), mask, bufs)
+    assert isinstance(plan, AttnPlan), plan
+    if do.numel() == 0:
+        return _reduce_grad(dq.zero_(), q), _reduce_grad(dk.zero_(), k), _reduce_grad(dv.zero_(), v)
+    nseq = plan.n0 * plan.n1 * h
+    st = plan.strides
+    block_d = next_pow2(d)
+    fn = _launcher(_packed_bwd, BWD_CONFIGS, block_d)
+    fn[_grid(nseq, lq, lk)](
+        q, k, v, o, do, lse, _mask_arg(mask, q), dq, dk, dv,
+        *st["q"], *st["k"], *st["v"], *st["o"], *st["do"], *(st["mask"] if mask is not None else (0, 0, 0)),
+        *st["dq"], *st["dk"], *st["dv"],
+        plan.n1, h, nseq, lq, lk, d, scale * LOG2E, scale,
+        HAS_MASK=mask is not None, UPCAST=upcast_for(q.dtype), DOT_PREC=dot_precision(q.dtype),
+        BLOCK_D=block_d, **_meta(lq, lk))
+    return _reduce_grad(dq, q), _reduce_grad(dk, k), _reduce_grad(dv, v)
+
+
+# ============================================================================ custom ops
+@torch.library.custom_op("dit_video::packed_attention", mutates_args=())
+def packed_attention_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_padding_mask: torch.Tensor | None,
+                        scale: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Forward: (o in q's layout, base-2 log-sum-exp [N*H, Lq] fp32)."""
+    return _launch_fwd(q, k, v, key_padding_mask, scale)
+
+
+@packed_attention_op.register_fake
+def _(q, k, v, key_padding_mask, scale):
+    batch, out_shape = attention_out_shape(q, k, v, key_padding_mask)
+    n = 1
+    for s in batch:
+        n = n * s
+    return empty_attention_out(q, out_shape), q.new_empty((n * q.shape[-2], q.shape[-3]), dtype=torch.float32)
+
+
+@torch.library.custom_op("dit_video::packed_attention_backward", mutates_args=())
+def packed_attention_backward_op(do: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                                 o: torch.Tensor, lse: torch.Tensor, key_padding_mask: torch.Tensor | None,
+                                 scale: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    return _launch_bwd(do, q, k, v, o, lse, key_padding_mask, scale)
+
+
+@packed_attention_backward_op.register_fake
+def _(do, q, k, v, o, lse, key_padding_mask, scale):
+    return q.new_empty(q.shape), k.new_empty(k.shape), v.new_empty(v.shape)
+
+
+def _setup_context(ctx, inputs, output):
+    q, k, v, mask, scale = inputs
+    o, lse = output
+    ctx.save_for_backward(q, k, v, o, lse, mask)
+    ctx.scale = scale
+
+
+def _backward(ctx, do, dlse):
+    q, k, v, o, lse, mask = ctx.saved_tensors
+    dq, dk, dv = packed_attention_backward_op(do, q, k, v, o, lse, mask, ctx.scale)
+    return dq, dk, dv, None, None
+
+
+packed_attention_op.register_autograd(_backward, setup_context=_setup_context)
+
+
+# ============================================================================ public impl + registration
+def packed_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                     key_padding_mask: torch.Tensor | None = None, scale: float | None = None) -> torch.Tensor:
+    """Packed short-sequence attention; same contract as ``reference.attention_ref``."""
+    scale = q.shape[-1] ** -0.5 if scale is None else float(scale)
+    return packed_attention_op(q, k, v, key_padding_mask, scale)[0]
+
+
+def check(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_padding_mask: torch.Tensor | None = None,
+          scale: float | None = None) -> str | None:
+    if q.shape[-3] > MAX_SEQ or k.shape[-3] > MAX_SEQ:
+        return f"sequence {q.shape[-3]}x{k.shape[-3]} longer than {MAX_SEQ} (packed kernel is for short ones)"
+    return attention_reason(q, k, v, key_padding_mask, MAX_HEAD_DIM)
+
+
+dispatch.register("attention", "triton", packed_attention, check, priority=10)
