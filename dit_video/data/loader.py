@@ -1,0 +1,152 @@
+"""``make_loader``: the resumable, multi-worker video batch stream the trainer iterates.
+
+Workers produce deterministic streams (see :mod:`dit_video.data.pipeline`); this module delivers
+their batches in a fixed round-robin order (buffering the odd batch the DataLoader hands over
+early), tracks for each worker how far the *delivered* batches reach, and exposes that as
+``state_dict()``. Restoring it restarts each worker at its position, so the next batches are the
+ones an uninterrupted run would have produced: no sample repeated or skipped.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from collections import deque
+from collections.abc import Iterator
+from typing import Any
+
+from torch.utils.data import DataLoader
+
+from .config import DataConfig
+from .pipeline import VideoStream
+from .shardlist import fingerprint, list_shards
+from .stats import merge
+
+log = logging.getLogger("dit_video.data")
+STATE_VERSION = 1
+
+
+class WorkerDiedError(RuntimeError):
+    """A DataLoader worker process died (not a decoder: those are sandboxed and counted)."""
+
+
+class VideoLoader:
+    """Iterable of ``{"video": float32 [B, C, T, H, W] in [-1, 1], "caption": [str], "key": [str]}``.
+
+    Iterating again continues the stream where the last iteration stopped.
+    """
+
+    def __init__(self, cfg: DataConfig, rank: int = 0, world_size: int = 1) -> None:
+        if world_size < 1 or not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} is not in [0, world_size={world_size})")
+        self.cfg, self.rank, self.world_size = cfg, rank, world_size
+        self.shards = list_shards(cfg.shards)
+        self.num_streams = max(1, cfg.num_workers)  # logical workers; 0 and 1 worker give the same stream
+        if not cfg.resample and len(self.shards) < world_size * self.num_streams:
+            raise ValueError(
+                f"{len(self.shards)} shard(s) in {cfg.shards!r} cannot feed {world_size} rank(s) x "
+                f"{self.num_streams} worker(s): each reader needs at least one shard. Write more, smaller shards "
+                f"(--samples-per-shard), lower data.num_workers, or set data.resample=true")
+        self._state = self._initial_state()
+        self._main_counters: dict[str, int] = {}
+
+    # -- state ---------------------------------------------------------------------------------
+    def _initial_state(self) -> dict[str, Any]:
+        return {
+            "version": STATE_VERSION, "seed": self.cfg.seed, "rank": self.rank, "world_size": self.world_size,
+            "num_workers": self.num_streams, "shards": fingerprint(self.shards), "num_shards": len(self.shards),
+            "next_worker": 0,
+            "workers": [{"epoch": 0, "pos": 0, "done": False, "counters": {}} for _ in range(self.num_streams)],
+        }
+
+    def state_dict(self) -> dict[str, Any]:
+        """Where the delivered batches end, per worker; plain Python types (JSON-able)."""
+        sd = copy.deepcopy(self._state)
+        sd["epoch"] = min(w["epoch"] for w in sd["workers"])
+        return sd
+
+    def load_state_dict(self, sd: dict[str, Any]) -> None:
+        """Resume from ``state_dict()``; the seed, world size, rank, worker count and shards must match."""
+        mine = self._initial_state()
+        if sd.get("version") != STATE_VERSION:
+            raise ValueError(f"data loader state has version {sd.get('version')}, expected {STATE_VERSION}")
+        checks = [("world_size", "world size"), ("num_workers", "data.num_workers (logical workers; 0 counts as 1)"),
+                  ("rank", "rank"), ("seed", "data.seed"), ("shards", "shard list")]
+        for key, what in checks:
+            if sd.get(key) != mine[key]:
+                raise ValueError(
+                    f"cannot resume the data stream: the checkpoint was written with {what} = {sd.get(key)!r}, "
+                    f"this run has {mine[key]!r}. Resuming exactly needs the same seed, world size, worker count "
+                    f"and shards; restart the data stream (drop the loader state) or use the original settings")
+        if len(sd["workers"]) != self.num_streams:
+            raise ValueError(f"loader state holds {len(sd['workers'])} worker streams, expected {self.num_streams}")
+        self._state = copy.deepcopy({k: v for k, v in sd.items() if k != "epoch"})
+
+    def stats(self) -> dict[str, int]:
+        """Counters by reason over all workers (``samples``, ``skipped/<reason>``, ``padded/too_short``, ...)."""
+        return merge([w["counters"] for w in self._state["workers"]] + [self._main_counters])
+
+    # -- iteration -----------------------------------------------------------------------------
+    def _next_worker(self) -> int | None:
+        workers = self._state["workers"]
+        for i in range(self.num_streams):
+            w = (self._state["next_worker"] + i) % self.num_streams
+            if not workers[w]["done"]:
+                return w
+        return None
+
+    def _dataloader(self):
+        dataset = VideoStream(self.cfg, self.shards, self.rank, self.world_size, self.num_streams,
+                              copy.deepcopy(self._state["workers"]))
+        if self.cfg.num_workers == 0:
+            return iter(dataset)
+        dl = DataLoader(dataset, batch_size=None, num_workers=self.cfg.num_workers,
+                        prefetch_factor=self.cfg.prefetch_factor, pin_memory=self.cfg.pin_memory,
+                        persistent_workers=False)
+        return iter(dl)
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        if self._next_worker() is None:
+            return
+        it = self._dataloader()
+        pending: dict[int, deque] = {w: deque() for w in range(self.num_streams)}
+        workers = self._state["workers"]
+        try:
+            while True:
+                try:
+                    item = next(it)
+                except StopIteration:
+                    break
+                except RuntimeError as e:
+                    if "DataLoader worker" in str(e) and ("exited unexpectedly" in str(e) or "killed" in str(e)):
+                        raise WorkerDiedError(
+                            f"a data loader worker process died: {e}. Decoder hangs and crashes are contained per "
+                            f"sample (counted as skipped/decode_timeout, skipped/decode_crash), so the worker itself "
+                            f"failed; the usual cause is the out-of-memory killer (check `dmesg`): lower "
+                            f"data.num_workers, data.batch_size or data.shuffle_buffer. Resume from the last "
+                            f"checkpoint's loader state.") from e
+                    raise
+                pending[item["__worker__"]].append(item)
+                while (w := self._next_worker()) is not None and pending[w]:
+                    got = pending[w].popleft()
+                    st = workers[w]
+                    st["epoch"], st["pos"], st["counters"] = got["__epoch__"], got["__pos__"], got["__counters__"]
+                    if got["__end__"]:
+                        st["done"] = True
+                        continue
+                    self._state["next_worker"] = (w + 1) % self.num_streams
+                    batch = {"video": got["video"], "caption": got["caption"], "key": got["key"]}
+                    yield batch
+                if self._next_worker() is None:
+                    break
+        finally:
+            del it  # shuts the DataLoader's workers down
+
+
+def make_loader(cfg: DataConfig, rank: int = 0, world_size: int = 1) -> VideoLoader:
+    """The training stream for ``rank`` of ``world_size``; see :class:`VideoLoader`."""
+    if not isinstance(cfg, DataConfig):  # an omegaconf DictConfig built from the dataclass
+        from omegaconf import OmegaConf
+
+        cfg = DataConfig(**(cfg if isinstance(cfg, dict) else OmegaConf.to_container(cfg, resolve=True)))
+    return VideoLoader(cfg, rank=rank, world_size=world_size)
