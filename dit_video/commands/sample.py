@@ -1,0 +1,81 @@
+"""``dit-video sample WEIGHTS --prompt "..." [--cond-video F --cond-frames k] [--steps N --cfg S
+--sampler NAME --seed N] --out out.mp4``: sample clips from exported weights (mp4 + gif)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("weights", help="an export directory (dit-video export) or VideoDiT.save_pretrained directory")
+    p.add_argument("--prompt", action="append", default=None, help="caption (repeat for several clips)")
+    p.add_argument("--label", type=int, action="append", default=None, help="class id of a class-conditioned model")
+    p.add_argument("--cond-video", default=None, help="video file whose first frames are continued")
+    p.add_argument("--cond-frames", type=int, default=0, help="how many frames of --cond-video to keep")
+    p.add_argument("--frames", type=int, default=None, help="frames to generate (default: the model's)")
+    p.add_argument("--steps", type=int, default=None, help="sampling steps (default: the recipe's sample.steps)")
+    p.add_argument("--cfg", type=float, default=None, help="classifier-free guidance scale (1: off)")
+    p.add_argument("--sampler", default=None, help="euler, heun, ddim, dpmpp_2m (default: the objective's)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--fps", type=int, default=None)
+    p.add_argument("--scale", type=int, default=None, help="nearest-neighbour upscaling of the written videos")
+    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
+    p.add_argument("--out", default="sample.mp4", help="output .mp4 (a .gif is written next to it); with several "
+                                                       "prompts, _0, _1, ... are appended")
+
+
+def read_cond_video(path: str, size: tuple[int, int], frames: int):
+    """A video file -> [1, C, k, H, W] in [-1, 1], resized to the model's size (first ``frames`` frames)."""
+    import av
+    import numpy as np
+    import torch
+    import torch.nn.functional as F
+
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"--cond-video {p} not found")
+    out = []
+    with av.open(str(p)) as container:
+        for frame in container.decode(video=0):
+            out.append(frame.to_ndarray(format="rgb24"))
+            if len(out) >= frames:
+                break
+    if len(out) < frames:
+        raise ValueError(f"--cond-video {p} has {len(out)} frames, --cond-frames asks for {frames}")
+    x = torch.from_numpy(np.stack(out)).permute(0, 3, 1, 2).float() / 127.5 - 1  # [k, C, H, W]
+    x = F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=True)
+    return x.permute(1, 0, 2, 3)[None]
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from ..train.sampling import SamplingPipeline
+    from ..train.video import write_video
+
+    if args.cond_video is not None and args.cond_frames < 1:
+        raise ValueError("--cond-video needs --cond-frames k >= 1 (the frames to keep)")
+    if args.cond_frames and args.cond_video is None:
+        raise ValueError("--cond-frames needs --cond-video")
+    if not str(args.out).endswith(".mp4"):
+        raise ValueError(f"--out must end with .mp4 (a .gif is written next to it), got {args.out}")
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    pipe = SamplingPipeline.from_pretrained(args.weights, device)
+    pipe.check_conditions(args.prompt, args.label)  # a prompt for a label model etc.: before any sampling
+    s = pipe.recipe.sample
+    cond = None
+    if args.cond_video is not None:
+        size = pipe.recipe.data.size if pipe.recipe.vae.kind != "identity" else pipe.model.config.sample_size[0]
+        cond = read_cond_video(args.cond_video, (size, size), args.cond_frames)
+    videos = pipe.generate(args.prompt, args.label, num_frames=args.frames, steps=args.steps or s.steps,
+                           sampler=args.sampler or s.sampler,
+                           guidance_scale=s.guidance_scale if args.cfg is None else args.cfg, seed=args.seed,
+                           cond_video=cond, cond_frames=args.cond_frames, progress=True)
+    out = Path(args.out)
+    scale = args.scale or max(1, 128 // max(videos.shape[-2:]))
+    for i, v in enumerate(videos):
+        path = out if len(videos) == 1 else out.with_name(f"{out.stem}_{i}.mp4")
+        mp4, gif = write_video(v, path, fps=args.fps or s.fps, scale=scale)
+        print(f"wrote {mp4} and {gif}")
+    return 0

@@ -1,0 +1,375 @@
+"""The training loop on the DeepSpeed engine.
+
+One optimizer step = ``train.grad_accum`` micro-batches of ``data.batch_size`` clips per rank:
+video -> VAE latents -> diffusion loss (condition dropout for CFG) -> ``engine.backward`` ->
+``engine.step`` (DeepSpeed clips gradients, steps AdamW and the warmup+cosine schedule at the
+accumulation boundary) -> EMA update (fp32) -> logging -> periodic samples and checkpoints.
+
+Everything a step consumes is restored on resume: weights, optimizer and scheduler (DeepSpeed),
+EMA, the step counter, the data loader's stream position and every RNG. With
+``train.deterministic`` a resumed run reproduces an uninterrupted run's losses bit for bit.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from . import checkpoint as ckpt
+from .config import TrainConfig, config_to_yaml, resolve_deepspeed_json
+from .distributed import barrier, device, init_distributed
+from .metrics import MetricsLogger, read_metrics
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainResult:
+    """What :meth:`Trainer.fit` did."""
+
+    out_dir: Path
+    start_step: int
+    step: int
+    losses: dict[int, float] = field(default_factory=dict)
+    checkpoint: Path | None = None
+    samples: list[Path] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def deepspeed_config(cfg: TrainConfig, recipe_dir: Path | None = None) -> dict[str, Any]:
+    """The DeepSpeed JSON named by ``train.deepspeed`` with the recipe's batch, accumulation, clipping,
+    ZeRO stage and precision written in (the recipe is the single source of truth)."""
+    path = resolve_deepspeed_json(cfg.train.deepspeed, recipe_dir)
+    ds = json.loads(path.read_text())
+    ds["train_micro_batch_size_per_gpu"] = cfg.data.batch_size
+    ds["gradient_accumulation_steps"] = cfg.train.grad_accum
+    ds["gradient_clipping"] = cfg.optim.grad_clip
+    ds.pop("train_batch_size", None)
+    ds["zero_allow_untested_optimizer"] = True  # torch AdamW
+    ds.setdefault("zero_optimization", {})
+    if cfg.train.zero_stage is not None:
+        ds["zero_optimization"]["stage"] = cfg.train.zero_stage
+    if cfg.train.precision is not None:
+        ds["bf16"] = {"enabled": cfg.train.precision == "bf16"}
+    if ds.get("fp16", {}).get("enabled"):
+        raise ValueError(f"{path}: fp16 is not supported (use bf16 or fp32)")
+    ds.setdefault("steps_per_print", 10**9)
+    return ds
+
+
+class Trainer:
+    """Build everything from a :class:`TrainConfig`, then :meth:`fit`.
+
+    ``loader``: any iterable of batches with ``state_dict``/``load_state_dict`` (default:
+    ``dit_video.data.make_loader(cfg.data, rank, world_size)``). ``resume``: ``None`` (fresh run;
+    an existing checkpoint directory is an error), ``"auto"`` (newest complete checkpoint of
+    ``train.out_dir`` if any) or a checkpoint path.
+    """
+
+    def __init__(self, cfg: TrainConfig, *, recipe_dir: Path | None = None, loader: Any = None,
+                 resume: str | None = None):
+        self.cfg = cfg
+        self.out_dir = Path(cfg.train.out_dir)
+        self.ckpt_dir = self.out_dir / "checkpoints"
+        self.ds_config = deepspeed_config(cfg, recipe_dir)  # errors in the JSON before any heavy work
+        self.resume_from = self._resume_target(resume)
+        if loader is None:
+            self._check_shards()
+
+        self.rank, self.world_size = init_distributed()
+        self.device = device()
+        if cfg.train.deterministic:
+            torch.use_deterministic_algorithms(True)
+        torch.manual_seed(cfg.train.seed)
+
+        from ..diffusion import build_diffusion
+        from ..models import VideoDiT
+        from .conditioning import ConditionedDiT, build_text_encoder, build_vae
+        from .ema import EMA
+
+        self.diffusion = build_diffusion(cfg.diffusion)
+        self.vae = build_vae(cfg.vae, self.device)
+        text_encoder = build_text_encoder(cfg.condition, self.device)
+        learned = text_encoder if cfg.condition.text_encoder == "tiny" else None
+        self.frozen_text_encoder = text_encoder if learned is None else None
+        module = ConditionedDiT(VideoDiT(cfg.model), learned).to(self.device)
+        self.ema = EMA(module, cfg.train.ema_decay, cfg.train.ema_warmup)
+        self.num_params = sum(p.numel() for p in module.parameters())
+
+        import deepspeed
+
+        o = cfg.optim
+        optimizer = torch.optim.AdamW(module.parameters(), lr=o.lr, betas=tuple(o.betas), eps=o.eps,
+                                      weight_decay=o.weight_decay)
+        from .schedule import warmup_cosine
+
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda s: warmup_cosine(s, warmup=o.warmup_steps, total=cfg.train.steps,
+                                               min_ratio=o.min_lr_ratio))
+        self.engine, _, _, _ = deepspeed.initialize(model=module, optimizer=optimizer, lr_scheduler=scheduler,
+                                                    config=self.ds_config)
+        self.dtype = torch.bfloat16 if self.engine.bfloat16_enabled() else torch.float32
+
+        self.loader = loader
+        if self.loader is None:
+            from ..data import make_loader
+
+            self.loader = make_loader(cfg.data, self.rank, self.world_size)
+        seed = cfg.train.seed * 1_000_003 + self.rank
+        self.generators = {"noise": torch.Generator(device=self.device).manual_seed(seed),
+                           "dropout": torch.Generator(device="cpu").manual_seed(seed + 7919)}
+        self.step = 0
+        self.metrics = MetricsLogger(self.out_dir, enabled=self.rank == 0)
+        self.config_yaml = config_to_yaml(cfg)
+
+    # ------------------------------------------------------------------ setup helpers
+    def _resume_target(self, resume: str | None) -> Path | None:
+        if resume is None:
+            if ckpt.complete_checkpoints(self.ckpt_dir):
+                raise FileExistsError(f"{self.ckpt_dir} already holds checkpoints: pass --resume auto to continue "
+                                      "that run, or choose another train.out_dir")
+            return None
+        if resume == "auto":
+            found = ckpt.complete_checkpoints(self.ckpt_dir)
+            if not found and self.ckpt_dir.is_dir() and any(self.ckpt_dir.glob("step_*")):
+                log.warning("%s has only incomplete checkpoints: starting from scratch", self.ckpt_dir)
+            return found[-1] if found else None
+        return ckpt.find_checkpoint(resume)
+
+    def _check_shards(self) -> None:
+        from ..data.shardlist import list_shards
+
+        if not self.cfg.data.shards:
+            raise ValueError("data.shards is empty: give a directory or glob of webdataset .tar shards")
+        list_shards(self.cfg.data.shards)  # FileNotFoundError naming the pattern when nothing matches
+
+    # ------------------------------------------------------------------ state
+    def _rank_state(self) -> dict[str, Any]:
+        from .rng import rng_state
+
+        state = getattr(self.loader, "state_dict", None)
+        return {"step": self.step, "loader": json.dumps(state()) if state else None,
+                "rng": rng_state(self.generators)}
+
+    def save(self) -> Path:
+        client = {"step": self.step, "world_size": self.world_size}
+        ema = self.ema.state_dict() if self.rank == 0 else None
+        path = ckpt.save(self.engine, self.ckpt_dir, self.step, client, self._rank_state(), ema, self.config_yaml,
+                         self.rank, self.cfg.train.keep_last)
+        if self.rank == 0:
+            log.info("saved checkpoint %s", path)
+            self.plot_loss()
+        return path
+
+    def load(self, tag_dir: Path) -> None:
+        from .rng import set_rng_state
+
+        client, own = ckpt.load(self.engine, tag_dir, self.rank)
+        self.ema.load_state_dict(ckpt.load_ema(tag_dir))
+        self.step = int(own["step"])
+        if int(client.get("step", self.step)) != self.step:
+            raise ValueError(f"{tag_dir}: client state step {client.get('step')} != rank state step {self.step}")
+        if own["loader"] is not None and hasattr(self.loader, "load_state_dict"):
+            self.loader.load_state_dict(json.loads(own["loader"]))
+        set_rng_state(own["rng"], self.generators)
+        log.info("resumed from %s at step %d", tag_dir, self.step)
+
+    # ------------------------------------------------------------------ one step
+    def _conditions(self, captions: list[str], b: int) -> dict[str, Any]:
+        cfg = self.cfg
+        p = cfg.diffusion.cfg_dropout
+        drop = torch.rand(b, generator=self.generators["dropout"]) < p if p > 0 else None
+        kw: dict[str, Any] = {}
+        if cfg.model.conditioning == "text":
+            if cfg.condition.text_encoder == "tiny":
+                kw["captions"] = captions
+            else:
+                with torch.no_grad():
+                    text, mask = self.frozen_text_encoder.encode(captions)
+                kw["text"], kw["text_mask"] = text.to(self.device), mask.to(self.device)
+        elif cfg.model.conditioning == "class":
+            from .conditioning import labels_for
+
+            kw["labels"] = labels_for(captions, cfg.condition.class_names, self.device)
+        if drop is not None and kw:
+            kw["drop"] = drop.to(self.device)
+        return kw
+
+    def _micro_step(self, batch: dict[str, Any]) -> tuple[float, dict[str, float], int]:
+        video = batch["video"].to(self.device, torch.float32)
+        with torch.no_grad():
+            x0 = self.vae.encode(video).float()
+        kw = self._conditions(list(batch["caption"]), x0.shape[0])
+        engine, dtype = self.engine, self.dtype
+
+        def model_fn(x_t, t, cond_mask=None):
+            return engine(x_t.to(dtype), t, cond_mask=cond_mask, **kw).float()
+
+        loss, logs = self.diffusion.training_loss(model_fn, x0, generator=self.generators["noise"])
+        engine.backward(loss)
+        engine.step()
+        pt, ph, pw = self.cfg.model.patch_size
+        b, _, t, h, w = x0.shape
+        return float(loss.detach()), logs, b * (t // pt) * (h // ph) * (w // pw)
+
+    def train_step(self, it) -> dict[str, float]:
+        """One optimizer step (``grad_accum`` micro-batches from iterator ``it``); returns the step's scalars."""
+        t0 = time.perf_counter()
+        losses, tokens, clips = [], 0, 0
+        extra: dict[str, float] = {}
+        for _ in range(self.cfg.train.grad_accum):
+            try:
+                batch = next(it)
+            except StopIteration:
+                raise RuntimeError("the data loader ran out of batches (data.epochs too small for train.steps)") \
+                    from None
+            loss, logs, n_tokens = self._micro_step(batch)
+            losses.append(loss)
+            tokens += n_tokens
+            clips += batch["video"].shape[0]
+            for k in ("mse", "t_mean", "cond_frac"):
+                if k in logs:
+                    extra[k] = extra.get(k, 0.0) + logs[k] / self.cfg.train.grad_accum
+        if not self.engine.is_gradient_accumulation_boundary() and self.engine.global_steps == self.step:
+            raise RuntimeError("DeepSpeed did not step the optimizer at the accumulation boundary")
+        self.step += 1
+        self.ema.update(self.engine.module, self.step)
+        dt = max(time.perf_counter() - t0, 1e-9)
+        gn = self.engine.get_global_grad_norm()
+        scalars = {
+            "loss": sum(losses) / len(losses),
+            "grad_norm": float(gn) if gn is not None else float("nan"),
+            "lr": float(self.engine.get_lr()[0]),
+            "tokens_per_s": tokens * self.world_size / dt,
+            "clips_per_s": clips * self.world_size / dt,
+            **{f"diffusion/{k}": v for k, v in extra.items()},
+        }
+        return scalars
+
+    # ------------------------------------------------------------------ the loop
+    def fit(self) -> TrainResult:
+        cfg = self.cfg.train
+        if self.resume_from is not None:
+            self.load(self.resume_from)
+        start = self.step
+        if self.rank == 0:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            (self.out_dir / "config.yaml").write_text(self.config_yaml)
+            log.info("training %s parameters on %d rank(s), %s, ZeRO-%d, steps %d -> %d", f"{self.num_params:,}",
+                     self.world_size, "bf16" if self.dtype == torch.bfloat16 else "fp32",
+                     self.ds_config["zero_optimization"].get("stage", 0), start, cfg.steps)
+        result = TrainResult(out_dir=self.out_dir, start_step=start, step=start)
+        t_start = time.monotonic()
+        bar = None
+        if self.rank == 0 and cfg.progress:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=cfg.steps, initial=start, desc="train", dynamic_ncols=True)
+        it = iter(self.loader)
+        last_saved = start if self.resume_from is not None else -1
+        self.engine.train()
+        try:
+            while self.step < cfg.steps:
+                scalars = self.train_step(it)
+                result.losses[self.step] = scalars["loss"]
+                if not math.isfinite(scalars["loss"]):
+                    raise FloatingPointError(f"loss is {scalars['loss']} at step {self.step}: lower optim.lr or "
+                                             "check the data")
+                if self.step % cfg.log_every == 0 or self.step == cfg.steps:
+                    stats = self.loader.stats() if hasattr(self.loader, "stats") else {}
+                    self.metrics.log(self.step, {**scalars, **{f"loader/{k}": float(v) for k, v in stats.items()}})
+                if bar is not None:
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{scalars['loss']:.4f}", lr=f"{scalars['lr']:.2e}")
+                ckpt._fault_point("after_step", self.step)
+                if self.cfg.sample.every and self.step % self.cfg.sample.every == 0 and self.cfg.sample.prompts:
+                    result.samples += self.write_samples(f"step_{self.step:08d}")
+                out_of_time = self._out_of_time(t_start)
+                if self.step % cfg.ckpt_every == 0 or self.step == cfg.steps or out_of_time:
+                    result.checkpoint = self.save()
+                    last_saved = self.step
+                if out_of_time:
+                    if self.rank == 0:
+                        log.info("train.max_minutes=%s reached at step %d: stopping", cfg.max_minutes, self.step)
+                    break
+            if last_saved != self.step:
+                result.checkpoint = self.save()
+        finally:
+            if bar is not None:
+                bar.close()
+            self.metrics.flush()
+        if self.rank == 0:
+            self.plot_loss()
+        result.step = self.step
+        result.seconds = time.monotonic() - t_start
+        barrier()
+        return result
+
+    def _out_of_time(self, t_start: float) -> bool:
+        if self.cfg.train.max_minutes is None:
+            return False
+        flag = torch.tensor([float(time.monotonic() - t_start > 60.0 * self.cfg.train.max_minutes)])
+        if self.world_size > 1:  # every rank must agree, or the next collective hangs
+            import torch.distributed as dist
+
+            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        return bool(flag.item() > 0)
+
+    # ------------------------------------------------------------------ outputs
+    def plot_loss(self) -> Path:
+        from .plots import plot_loss
+
+        rows = [r for r in read_metrics(self.out_dir / "metrics.jsonl") if "loss" in r]
+        return plot_loss([r["step"] for r in rows], [r["loss"] for r in rows], self.out_dir / "loss.png")
+
+    def sampling_pipeline(self):
+        from .sampling import SamplingPipeline
+
+        return SamplingPipeline(self.ema.shadow, self.cfg.diffusion, self.cfg.condition, self.vae,
+                                self.frozen_text_encoder, self.device, self.cfg)
+
+    def write_samples(self, name: str) -> list[Path]:
+        """EMA samples of ``sample.prompts`` on rank 0 (the EMA copy is not partitioned: no collectives)."""
+        if self.rank != 0:
+            return []
+        from .plots import filmstrip
+        from .video import to_uint8_frames, upscale, write_video
+
+        s = self.cfg.sample
+        prompts, labels = self._sample_conditions()
+        videos = self.sampling_pipeline().generate(prompts, labels, steps=s.steps, sampler=s.sampler,
+                                                   guidance_scale=s.guidance_scale, seed=s.seed)
+        out = self.out_dir / "samples"
+        paths: list[Path] = []
+        scale = max(1, 128 // max(videos.shape[-2:]))
+        for i, v in enumerate(videos):
+            paths += write_video(v, out / f"{name}_{i}.mp4", fps=s.fps, scale=scale)
+        names = list(s.prompts)
+        paths.append(filmstrip([upscale(to_uint8_frames(v), 1) for v in videos], names, out / f"{name}.png"))
+        return paths
+
+    def _sample_conditions(self) -> tuple[list[str] | None, list[int] | None]:
+        c = self.cfg
+        if c.model.conditioning == "text":
+            return list(c.sample.prompts), None
+        if c.model.conditioning == "class":
+            from .conditioning import labels_for
+
+            return None, labels_for(list(c.sample.prompts), c.condition.class_names).tolist()
+        return None, None
+
+
+def train(cfg: TrainConfig, *, recipe_dir: Path | None = None, resume: str | None = None,
+          loader: Any = None) -> TrainResult:
+    """Build a :class:`Trainer` and run it."""
+    if os.environ.get("DIT_VIDEO_THREADS"):
+        torch.set_num_threads(int(os.environ["DIT_VIDEO_THREADS"]))
+    return Trainer(cfg, recipe_dir=recipe_dir, loader=loader, resume=resume).fit()
