@@ -113,10 +113,11 @@ def _convert(path: str, clip_frames: int | None, fps: float | None, size: int | 
     out: list[tuple[bytes, dict]] = []
     with av.open(path) as container:
         if not container.streams.video:
-            raise codec.DecodeFailure(codec.NO_VIDEO, "no video stream")
+            reason = codec.NO_VIDEO if (container.streams.audio or container.streams.subtitles) else codec.DECODE_ERROR
+            raise codec.DecodeFailure(reason, "no video stream (truncated or not a video)")
         stream = container.streams.video[0]
         if stream.codec_context is None:
-            raise codec.DecodeFailure(codec.UNSUPPORTED_CODEC, f"no decoder for codec tag {stream.codec_tag!r}")
+            raise codec.DecodeFailure(codec.UNSUPPORTED_CODEC, "FFmpeg has no decoder for the video stream's codec")
         src_fps = float(stream.average_rate or stream.guessed_rate or 25)
         out_fps = fps or src_fps
         frames: list[np.ndarray] = []

@@ -111,11 +111,13 @@ def _decode_pyav(data: bytes, plan: ClipPlan) -> tuple[np.ndarray, dict]:
     except av.error.FFmpegError as e:
         raise DecodeFailure(DECODE_ERROR, f"PyAV cannot open: {e}") from None
     with container:
+        if not (container.streams.video or container.streams.audio or container.streams.subtitles):
+            raise DecodeFailure(DECODE_ERROR, "no decodable streams (truncated or not a video)")
         if not container.streams.video:
             raise DecodeFailure(NO_VIDEO, "container has no video stream")
         stream = container.streams.video[0]
         if stream.codec_context is None:
-            raise DecodeFailure(UNSUPPORTED_CODEC, f"no decoder for codec tag {stream.codec_tag!r}")
+            raise DecodeFailure(UNSUPPORTED_CODEC, "FFmpeg has no decoder for the video stream's codec")
         stream.thread_count = plan.threads
         fps = float(stream.average_rate or stream.guessed_rate or 0)
         n_hint = stream.frames
@@ -183,11 +185,13 @@ def probe(data: bytes) -> dict:
     except av.error.FFmpegError as e:
         raise DecodeFailure(DECODE_ERROR if data else EMPTY, f"cannot open: {e}") from None
     with container:
+        if not (container.streams.video or container.streams.audio or container.streams.subtitles):
+            raise DecodeFailure(DECODE_ERROR, "no decodable streams (truncated or not a video)")
         if not container.streams.video:
             raise DecodeFailure(NO_VIDEO, "container has no video stream")
         s = container.streams.video[0]
         if s.codec_context is None:
-            raise DecodeFailure(UNSUPPORTED_CODEC, f"no decoder for codec tag {s.codec_tag!r}")
+            raise DecodeFailure(UNSUPPORTED_CODEC, "FFmpeg has no decoder for the video stream's codec")
         fps = float(s.average_rate or s.guessed_rate or 0)
         frames = int(s.frames)
         duration = float(s.duration * s.time_base) if s.duration is not None and s.time_base else None

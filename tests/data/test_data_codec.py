@@ -1,0 +1,72 @@
+"""Frame sampling plans and decoding (decord and the PyAV fallback agree)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from data_media import audio_only_mp4, clip_bytes, unsupported_codec_mp4
+
+from dit_video.data import codec
+from dit_video.data.codec import ClipPlan, DecodeFailure, plan_indices
+
+
+def test_plan_stride_and_start():
+    assert plan_indices(10, 8, ClipPlan(num_frames=3, frame_stride=2, u_start=0.0)) == ([0, 2, 4], False)
+    assert plan_indices(10, 8, ClipPlan(num_frames=3, frame_stride=2, u_start=0.999)) == ([5, 7, 9], False)
+    assert plan_indices(10, 8, ClipPlan(num_frames=3, frame_stride=2, u_start=0.5)) == ([3, 5, 7], False)
+
+
+def test_plan_target_fps_overrides_stride():
+    idx, padded = plan_indices(100, 30, ClipPlan(num_frames=4, frame_stride=7, fps=10, u_start=0.0))
+    assert idx == [0, 3, 6, 9] and not padded
+    idx, _ = plan_indices(100, 25, ClipPlan(num_frames=3, fps=10, u_start=0.0))  # step 2.5
+    assert idx == [0, 2, 5]
+
+
+def test_plan_short_pad_or_skip():
+    assert plan_indices(3, 8, ClipPlan(num_frames=5)) == ([0, 1, 2, 2, 2], True)
+    with pytest.raises(DecodeFailure) as e:
+        plan_indices(3, 8, ClipPlan(num_frames=5, pad_short=False))
+    assert e.value.reason == codec.TOO_SHORT
+
+
+def _frames(t=8, h=16, w=32, seed=0):
+    # smooth content so that h264 at crf 0 would be exact and crf 18 is close
+    rng = np.random.default_rng(seed)
+    base = rng.integers(40, 215, (1, 1, 1, 3))
+    ramp = np.arange(t)[:, None, None, None] * 12
+    return np.broadcast_to(base + ramp, (t, h, w, 3)).astype(np.uint8)
+
+
+def test_decord_and_pyav_decode_the_same_frames(monkeypatch):
+    x = _frames()
+    data = codec.encode_mp4(x, fps=8)
+    plan = ClipPlan(num_frames=4, frame_stride=2, u_start=0.0)
+    a, info_a = codec.decode_clip(data, plan)
+    assert info_a["decoder"] == "decord" and a.shape == (4, 16, 32, 3)
+    b, info_b = codec._decode_pyav(data, plan)
+    assert info_b["decoder"] == "pyav"
+    assert np.abs(a.astype(int) - b.astype(int)).max() <= 2
+    assert np.abs(a.astype(int) - x[[0, 2, 4, 6]].astype(int)).max() <= 6  # the frames that were encoded
+
+
+def test_pyav_fallback_when_decord_fails(monkeypatch):
+    def broken(*a, **k):
+        raise RuntimeError("decord exploded")
+
+    monkeypatch.setattr(codec, "_decode_decord", broken)
+    frames, info = codec.decode_clip(clip_bytes(t=5), ClipPlan(num_frames=5))
+    assert frames.shape == (5, 24, 32, 3) and info["decoder"] == "pyav" and "exploded" in info["decord_error"]
+
+
+@pytest.mark.parametrize("data,reason", [
+    (b"", codec.EMPTY),
+    (b"\x00garbage" * 300, codec.DECODE_ERROR),
+    (clip_bytes()[:900], codec.DECODE_ERROR),
+    (audio_only_mp4(), codec.NO_VIDEO),
+    (unsupported_codec_mp4(), codec.UNSUPPORTED_CODEC),
+])
+def test_bad_media_reasons(data, reason):
+    with pytest.raises(DecodeFailure) as e:
+        codec.decode_clip(data, ClipPlan(num_frames=2))
+    assert e.value.reason == reason
