@@ -1,0 +1,99 @@
+"""Synthetic clips show what their captions say; the CLI commands and their errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+
+import numpy as np
+import pytest
+
+from dit_video.cli import main
+from dit_video.data import DataConfig, make_loader, write_synthetic_shards
+from dit_video.data.synthetic import COLORS
+
+EASY = dict(colors=["red", "green", "blue"], shapes=["square"], directions=["left", "right", "up", "down"],
+            backgrounds=["plain"], max_objects=1, occlusion_prob=0.0, bounce=False)
+
+
+def test_easy_clips_show_the_captioned_colour_moving_the_captioned_way(tmp_path):
+    paths = write_synthetic_shards(str(tmp_path / "syn"), 24, size=32, num_frames=8, samples_per_shard=10, **EASY)
+    assert [os.path.basename(p) for p in paths] == ["00000.tar", "00001.tar", "00002.tar"]
+    cfg = DataConfig(shards=str(tmp_path / "syn"), num_frames=8, size=32, batch_size=8, num_workers=0,
+                     shuffle_buffer=0, epochs=1, random_crop=False, random_start=False)
+    n = 0
+    for batch in make_loader(cfg):
+        video = ((batch["video"].permute(0, 2, 3, 4, 1) + 1) * 127.5).numpy()  # [B, T, H, W, 3]
+        for clip, caption in zip(video, batch["caption"]):
+            m = re.fullmatch(r"an? (\w+) square moving (\w+)", caption)
+            assert m, caption
+            color, direction = m.groups()
+            dist = {c: np.linalg.norm(clip - np.array(rgb), axis=-1) for c, rgb in COLORS.items()}
+            mask = dist[color] < 60
+            others = sum(int((dist[c] < 60).sum()) for c in ("red", "green", "blue") if c != color)
+            assert mask[0].sum() >= 9 and others < mask.sum() / 20, caption
+            ys, xs = np.nonzero(mask[0])
+            ye, xe = np.nonzero(mask[5])
+            dy, dx = ye.mean() - ys.mean(), xe.mean() - xs.mean()
+            expect = {"right": (0, 1), "left": (0, -1), "down": (1, 0), "up": (-1, 0)}[direction]
+            moved = dy * expect[0] + dx * expect[1]
+            assert moved > 3 and abs(dy * expect[1]) + abs(dx * expect[0]) < 1, (caption, dy, dx)
+            n += 1
+    assert n == 24
+
+
+def test_default_mix_is_deterministic_and_varied(tmp_path):
+    a = write_synthetic_shards(str(tmp_path / "a"), 40, samples_per_shard=40, seed=5)
+    b = write_synthetic_shards(str(tmp_path / "b"), 40, samples_per_shard=40, seed=5)
+    assert open(a[0], "rb").read() == open(b[0], "rb").read()
+    import tarfile
+
+    with tarfile.open(a[0]) as tar:
+        metas = [json.load(tar.extractfile(m)) for m in tar.getmembers() if m.name.endswith(".json")]
+    assert len({m["background"] for m in metas}) == 2
+    assert any(m["occluded"] for m in metas) and any(len(m["objects"]) == 2 for m in metas)
+    assert len({o["shape"] for m in metas for o in m["objects"]}) == 3
+    assert all(m["caption"].startswith(("a ", "an ")) for m in metas)
+
+
+def test_bad_names_and_sizes_are_refused(tmp_path):
+    with pytest.raises(ValueError, match="unknown color"):
+        write_synthetic_shards(str(tmp_path / "x"), 2, colors=["mauve"])
+    with pytest.raises(ValueError, match="even"):
+        write_synthetic_shards(str(tmp_path / "x"), 2, size=31)
+
+
+def test_cli_make_synthetic_and_make_shards(tmp_path, capsys):
+    out = tmp_path / "syn"
+    assert main(["make-synthetic", "--out", str(out), "--num", "5", "--easy", "--samples-per-shard", "2"]) == 0
+    assert sorted(os.listdir(out))[:2] == ["00000.tar", "00000_stats.json"]
+    assert main(["make-synthetic", "--out", str(out), "--num", "5"]) == 2  # not empty, no --overwrite
+    assert "--overwrite" in capsys.readouterr().err
+
+    src = tmp_path / "videos"
+    src.mkdir()
+    assert main(["make-shards", str(src), "--out", str(tmp_path / "s")]) == 2
+    assert "no video files" in capsys.readouterr().err
+    assert main(["make-shards", str(tmp_path / "missing"), "--out", str(tmp_path / "s")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+
+    from data_media import clip_bytes
+
+    (src / "a.mp4").write_bytes(clip_bytes(t=12, h=32, w=48, fps=12))
+    (src / "b.mkv").write_bytes(b"not a video at all")
+    (tmp_path / "caps.csv").write_text("file,caption\nnothing.mp4,x\n")
+    assert main(["make-shards", str(src), "--out", str(tmp_path / "s"), "--captions", str(tmp_path / "caps.csv")]) == 2
+    assert "matches a video" in capsys.readouterr().err
+    args = ["make-shards", str(src), "--out", str(tmp_path / "s"), "--clip-frames", "3", "--fps", "6", "--size", "16"]
+    assert main(args) == 0
+    stats = json.loads((tmp_path / "s" / "00000_stats.json").read_text())
+    assert stats["count"] == 3 and stats["successes"] == 2 and stats["failures"] == {"decode_error": 1}
+    import tarfile
+
+    with tarfile.open(tmp_path / "s" / "00000.tar") as tar:
+        names = tar.getnames()
+        meta = json.load(tar.extractfile("000000000.json"))
+    # 12 frames at 12 fps -> 6 at 6 fps -> two 3-frame clips; the broken file is a json-only failed sample
+    assert names == ["000000000.mp4", "000000000.json", "000000001.mp4", "000000001.json", "000000002.json"]
+    assert (meta["frames"], meta["fps"], meta["height"], meta["width"]) == (3, 6.0, 16, 24)
