@@ -273,8 +273,8 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> adaln_fwd(const Tensor& x, const std:
 // dmod fp32 [B, M, 3, D] -> the gradient of a [B, D] or [B, M, D] modulation tensor
 Tensor mod_grad(const Tensor& dmod, int k, const Tensor& like) {
   Tensor g = dmod.select(2, k);
-  if (like.dim() == 2) g = g.sum(1);
-  return g.to(like.scalar_type());
+  if (like.dim() == 2) return g.sum(1).to(like.scalar_type());
+  return g.to(like.scalar_type(), /*non_blocking=*/false, /*copy=*/true).contiguous();  // no aliasing
 }
 
 std::vector<Tensor> adaln_bwd(const std::optional<Tensor>& grad_r, const Tensor& grad_out, const Tensor& r,

@@ -143,8 +143,8 @@ def _gra_fake(x, y, gate, shift, scale, eps):
 @torch.library.register_fake("dit_video::gated_residual_adaln_backward")
 def _gra_bwd_fake(grad_r, grad_out, r, y, gate, scale, mean, rstd):
     c = torch.contiguous_format
-    return (torch.empty_like(r, memory_format=c), torch.empty_like(r, memory_format=c), torch.empty_like(gate),
-            torch.empty_like(scale), torch.empty_like(scale))
+    return (torch.empty_like(r, memory_format=c), torch.empty_like(r, memory_format=c), gate.new_empty(gate.shape),
+            scale.new_empty(scale.shape), scale.new_empty(scale.shape))
 
 
 @torch.library.register_fake("dit_video::adaln_modulate")
@@ -154,8 +154,8 @@ def _mod_fake(x, shift, scale, eps):
 
 @torch.library.register_fake("dit_video::adaln_modulate_backward")
 def _mod_bwd_fake(grad_out, x, scale, mean, rstd):
-    return torch.empty_like(x, memory_format=torch.contiguous_format), torch.empty_like(scale), \
-        torch.empty_like(scale)
+    return torch.empty_like(x, memory_format=torch.contiguous_format), scale.new_empty(scale.shape), \
+        scale.new_empty(scale.shape)
 
 
 # ------------------------------------------------------------------------------------- autograd
