@@ -4,8 +4,8 @@ y, per-sample and per-frame modulation, opcheck."""
 
 import pytest
 import torch
-
 from csrc_numerics import assert_2x, run_with_grads
+
 from dit_video.kernels import gated_residual_adaln, resolve
 from dit_video.kernels.reference import adaln_modulate_ref, gated_residual_adaln_ref
 

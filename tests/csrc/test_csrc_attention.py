@@ -6,8 +6,8 @@ import contextlib
 
 import pytest
 import torch
-
 from csrc_numerics import assert_2x, run_with_grads
+
 from dit_video.kernels import attention, resolve
 from dit_video.kernels.layout import empty_in_layout_of
 from dit_video.kernels.reference import attention_ref
@@ -18,7 +18,8 @@ DTYPES = [torch.float32, torch.bfloat16]
 @contextlib.contextmanager
 def poisoned_empty():
     """torch.empty (also at::empty in the extension) returns NaN-filled memory: unwritten outputs fail."""
-    prev_det, prev_fill = torch.are_deterministic_algorithms_enabled(), torch.utils.deterministic.fill_uninitialized_memory
+    prev_det = torch.are_deterministic_algorithms_enabled()
+    prev_fill = torch.utils.deterministic.fill_uninitialized_memory
     torch.use_deterministic_algorithms(True, warn_only=True)
     torch.utils.deterministic.fill_uninitialized_memory = True
     try:
