@@ -2,13 +2,16 @@
 // checks, output allocation, and the CPU / CUDA implementations that hand raw pointers, sizes and
 // strides to the torch-free kernels (csrc/cpu/*.cpp, csrc/cuda/*.cu).
 //
-//   temporal_attention(q, k, v, mask?, scale) -> (o, lse)
-//   temporal_attention_backward(grad_o, q, k, v, o, lse, mask?, scale) -> (dq, dk, dv)
-//   gated_residual_adaln(x, y, gate, shift, scale, eps) -> (r, out, mean, rstd)
-//   gated_residual_adaln_backward(grad_r?, grad_out, r, y, gate, scale, mean, rstd)
+//   csrc_temporal_attention(q, k, v, mask?, scale) -> (o, lse)
+//   csrc_temporal_attention_backward(grad_o, q, k, v, o, lse, mask?, scale) -> (dq, dk, dv)
+//   csrc_gated_residual_adaln(x, y, gate, shift, scale, eps) -> (r, out, mean, rstd)
+//   csrc_gated_residual_adaln_backward(grad_r?, grad_out, r, y, gate, scale, mean, rstd)
 //       -> (dx, dy, dgate, dshift, dscale)
-//   adaln_modulate(x, shift, scale, eps) -> (out, mean, rstd)
-//   adaln_modulate_backward(grad_out, x, scale, mean, rstd) -> (dx, dshift, dscale)
+//   csrc_adaln_modulate(x, shift, scale, eps) -> (out, mean, rstd)
+//   csrc_adaln_modulate_backward(grad_out, x, scale, mean, rstd) -> (dx, dshift, dscale)
+//
+// The csrc_ prefix keeps these apart from the Triton backend's Python custom ops in the same
+// namespace (dit_video::gated_residual_adaln, ...): both backends load in one process.
 //
 // Autograd and fake (meta) implementations are registered from Python (kernels/csrc_ops.py).
 #include <Python.h>
@@ -367,26 +370,27 @@ std::tuple<Tensor, Tensor, Tensor> adaln_modulate_backward(const Tensor& grad_ou
 }  // namespace dit_video
 
 TORCH_LIBRARY(dit_video, m) {
-  m.def("temporal_attention(Tensor q, Tensor k, Tensor v, Tensor? key_padding_mask, float scale) -> (Tensor, Tensor)");
-  m.def("temporal_attention_backward(Tensor grad_o, Tensor q, Tensor k, Tensor v, Tensor o, Tensor lse, "
+  m.def("csrc_temporal_attention(Tensor q, Tensor k, Tensor v, Tensor? key_padding_mask, float scale) "
+        "-> (Tensor, Tensor)");
+  m.def("csrc_temporal_attention_backward(Tensor grad_o, Tensor q, Tensor k, Tensor v, Tensor o, Tensor lse, "
         "Tensor? key_padding_mask, float scale) -> (Tensor, Tensor, Tensor)");
-  m.def("gated_residual_adaln(Tensor x, Tensor y, Tensor gate, Tensor shift, Tensor scale, float eps) "
+  m.def("csrc_gated_residual_adaln(Tensor x, Tensor y, Tensor gate, Tensor shift, Tensor scale, float eps) "
         "-> (Tensor, Tensor, Tensor, Tensor)");
-  m.def("gated_residual_adaln_backward(Tensor? grad_r, Tensor grad_out, Tensor r, Tensor y, Tensor gate, "
+  m.def("csrc_gated_residual_adaln_backward(Tensor? grad_r, Tensor grad_out, Tensor r, Tensor y, Tensor gate, "
         "Tensor scale, Tensor mean, Tensor rstd) -> (Tensor, Tensor, Tensor, Tensor, Tensor)");
-  m.def("adaln_modulate(Tensor x, Tensor shift, Tensor scale, float eps) -> (Tensor, Tensor, Tensor)");
-  m.def("adaln_modulate_backward(Tensor grad_out, Tensor x, Tensor scale, Tensor mean, Tensor rstd) "
+  m.def("csrc_adaln_modulate(Tensor x, Tensor shift, Tensor scale, float eps) -> (Tensor, Tensor, Tensor)");
+  m.def("csrc_adaln_modulate_backward(Tensor grad_out, Tensor x, Tensor scale, Tensor mean, Tensor rstd) "
         "-> (Tensor, Tensor, Tensor)");
 }
 
 #define DIT_VIDEO_IMPL(KEY, CUDA)                                                                  \
   TORCH_LIBRARY_IMPL(dit_video, KEY, m) {                                                          \
-    m.impl("temporal_attention", &dit_video::temporal_attention<CUDA>);                            \
-    m.impl("temporal_attention_backward", &dit_video::temporal_attention_backward<CUDA>);          \
-    m.impl("gated_residual_adaln", &dit_video::gated_residual_adaln<CUDA>);                        \
-    m.impl("gated_residual_adaln_backward", &dit_video::gated_residual_adaln_backward<CUDA>);      \
-    m.impl("adaln_modulate", &dit_video::adaln_modulate<CUDA>);                                    \
-    m.impl("adaln_modulate_backward", &dit_video::adaln_modulate_backward<CUDA>);                  \
+    m.impl("csrc_temporal_attention", &dit_video::temporal_attention<CUDA>);                            \
+    m.impl("csrc_temporal_attention_backward", &dit_video::temporal_attention_backward<CUDA>);          \
+    m.impl("csrc_gated_residual_adaln", &dit_video::gated_residual_adaln<CUDA>);                        \
+    m.impl("csrc_gated_residual_adaln_backward", &dit_video::gated_residual_adaln_backward<CUDA>);      \
+    m.impl("csrc_adaln_modulate", &dit_video::adaln_modulate<CUDA>);                                    \
+    m.impl("csrc_adaln_modulate_backward", &dit_video::adaln_modulate_backward<CUDA>);                  \
   }
 
 DIT_VIDEO_IMPL(CPU, false)

@@ -1,11 +1,12 @@
 """The ``cpu`` and ``cuda`` backends: the compiled C++/CUDA extension ``dit_video._C`` (csrc/).
 
-Ops (``torch.ops.dit_video.*``, schemas in csrc/bindings.cpp):
+Ops (``torch.ops.dit_video.csrc_*``, schemas in csrc/bindings.cpp; the prefix keeps them apart from the
+Triton backend's custom ops of the same namespace):
 
-* ``temporal_attention`` — short-sequence attention read in place from strided ``[..., L, H, D]``
+* ``csrc_temporal_attention`` — short-sequence attention read in place from strided ``[..., L, H, D]``
   views (the temporal view ``[B, S, T, H, D]`` of a fused QKV projection); o is written in the
   caller's token layout; saves o and the log-sum-exp for backward.
-* ``gated_residual_adaln`` / ``adaln_modulate`` — ``r = x + gate * y`` and LayerNorm(r) *
+* ``csrc_gated_residual_adaln`` / ``csrc_adaln_modulate`` — ``r = x + gate * y`` and LayerNorm(r) *
   (1 + scale) + shift in one pass; saves mean and rstd.
 
 Loading (lazily, on the first dispatch to ``cpu``/``cuda``): a prebuilt ``dit_video._C``
@@ -107,7 +108,7 @@ def _load_library() -> str:
 
 def _op_exists() -> bool:
     try:
-        torch.ops.dit_video.temporal_attention.default  # noqa: B018
+        torch.ops.dit_video.csrc_temporal_attention.default  # noqa: B018
         return True
     except (AttributeError, RuntimeError):
         return False
@@ -115,17 +116,18 @@ def _op_exists() -> bool:
 
 ORIGIN = _load_library()
 OPS = torch.ops.dit_video
-HAS_CUDA_KERNELS = torch._C._dispatch_has_kernel_for_dispatch_key("dit_video::temporal_attention", "CUDA")
+HAS_CUDA_KERNELS = torch._C._dispatch_has_kernel_for_dispatch_key("dit_video::csrc_temporal_attention",
+                                                                   "CUDA")
 
 
 # ----------------------------------------------------------------------------------- fake impls
-@torch.library.register_fake("dit_video::temporal_attention")
+@torch.library.register_fake("dit_video::csrc_temporal_attention")
 def _attention_fake(q, k, v, key_padding_mask, scale):
     lse = q.new_empty(tuple(q.shape[:-3]) + (q.shape[-2], q.shape[-3]), dtype=torch.float32)
     return empty_in_layout_of(q), lse
 
 
-@torch.library.register_fake("dit_video::temporal_attention_backward")
+@torch.library.register_fake("dit_video::csrc_temporal_attention_backward")
 def _attention_bwd_fake(grad_o, q, k, v, o, lse, key_padding_mask, scale):
     return empty_in_layout_of(q), empty_in_layout_of(k), empty_in_layout_of(v)
 
@@ -134,25 +136,25 @@ def _stats_fake(x):
     return x.new_empty(x.shape[:-1], dtype=torch.float32)
 
 
-@torch.library.register_fake("dit_video::gated_residual_adaln")
+@torch.library.register_fake("dit_video::csrc_gated_residual_adaln")
 def _gra_fake(x, y, gate, shift, scale, eps):
     return torch.empty_like(x, memory_format=torch.contiguous_format), \
         torch.empty_like(x, memory_format=torch.contiguous_format), _stats_fake(x), _stats_fake(x)
 
 
-@torch.library.register_fake("dit_video::gated_residual_adaln_backward")
+@torch.library.register_fake("dit_video::csrc_gated_residual_adaln_backward")
 def _gra_bwd_fake(grad_r, grad_out, r, y, gate, scale, mean, rstd):
     c = torch.contiguous_format
     return (torch.empty_like(r, memory_format=c), torch.empty_like(r, memory_format=c), gate.new_empty(gate.shape),
             scale.new_empty(scale.shape), scale.new_empty(scale.shape))
 
 
-@torch.library.register_fake("dit_video::adaln_modulate")
+@torch.library.register_fake("dit_video::csrc_adaln_modulate")
 def _mod_fake(x, shift, scale, eps):
     return torch.empty_like(x, memory_format=torch.contiguous_format), _stats_fake(x), _stats_fake(x)
 
 
-@torch.library.register_fake("dit_video::adaln_modulate_backward")
+@torch.library.register_fake("dit_video::csrc_adaln_modulate_backward")
 def _mod_bwd_fake(grad_out, x, scale, mean, rstd):
     return torch.empty_like(x, memory_format=torch.contiguous_format), scale.new_empty(scale.shape), \
         scale.new_empty(scale.shape)
@@ -168,11 +170,12 @@ def _attention_setup(ctx, inputs, output):
 
 def _attention_backward(ctx, grad_o, grad_lse):
     q, k, v, o, lse, mask = ctx.saved_tensors
-    dq, dk, dv = OPS.temporal_attention_backward(grad_o, q, k, v, o, lse, mask, ctx.scale)
+    dq, dk, dv = OPS.csrc_temporal_attention_backward(grad_o, q, k, v, o, lse, mask, ctx.scale)
     return dq, dk, dv, None, None
 
 
-torch.library.register_autograd("dit_video::temporal_attention", _attention_backward, setup_context=_attention_setup)
+torch.library.register_autograd("dit_video::csrc_temporal_attention", _attention_backward,
+                                setup_context=_attention_setup)
 
 
 def _gra_setup(ctx, inputs, output):
@@ -185,11 +188,12 @@ def _gra_backward(ctx, grad_r, grad_out, grad_mean, grad_rstd):
     r, y, gate, scale, mean, rstd = ctx.saved_tensors
     if grad_out is None:
         grad_out = torch.zeros_like(r)
-    dx, dy, dgate, dshift, dscale = OPS.gated_residual_adaln_backward(grad_r, grad_out, r, y, gate, scale, mean, rstd)
+    dx, dy, dgate, dshift, dscale = OPS.csrc_gated_residual_adaln_backward(grad_r, grad_out, r, y, gate, scale,
+                                                                           mean, rstd)
     return dx, dy, dgate, dshift, dscale, None
 
 
-torch.library.register_autograd("dit_video::gated_residual_adaln", _gra_backward, setup_context=_gra_setup)
+torch.library.register_autograd("dit_video::csrc_gated_residual_adaln", _gra_backward, setup_context=_gra_setup)
 
 
 def _mod_setup(ctx, inputs, output):
@@ -200,28 +204,28 @@ def _mod_setup(ctx, inputs, output):
 
 def _mod_backward(ctx, grad_out, grad_mean, grad_rstd):
     x, scale, mean, rstd = ctx.saved_tensors
-    dx, dshift, dscale = OPS.adaln_modulate_backward(grad_out, x, scale, mean, rstd)
+    dx, dshift, dscale = OPS.csrc_adaln_modulate_backward(grad_out, x, scale, mean, rstd)
     return dx, dshift, dscale, None
 
 
-torch.library.register_autograd("dit_video::adaln_modulate", _mod_backward, setup_context=_mod_setup)
+torch.library.register_autograd("dit_video::csrc_adaln_modulate", _mod_backward, setup_context=_mod_setup)
 
 
 # --------------------------------------------------------------------------- backend functions
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_padding_mask: torch.Tensor | None = None,
               scale: float | None = None) -> torch.Tensor:
     scale = q.shape[-1] ** -0.5 if scale is None else float(scale)
-    return OPS.temporal_attention(q, k, v, key_padding_mask, scale)[0]
+    return OPS.csrc_temporal_attention(q, k, v, key_padding_mask, scale)[0]
 
 
 def gated_residual_adaln(x: torch.Tensor, y: torch.Tensor, gate: torch.Tensor, shift: torch.Tensor,
                          scale: torch.Tensor, eps: float = 1e-6) -> tuple[torch.Tensor, torch.Tensor]:
-    r, out, _, _ = OPS.gated_residual_adaln(x, y, gate, shift, scale, float(eps))
+    r, out, _, _ = OPS.csrc_gated_residual_adaln(x, y, gate, shift, scale, float(eps))
     return r, out
 
 
 def adaln_modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
-    return OPS.adaln_modulate(x, shift, scale, float(eps))[0]
+    return OPS.csrc_adaln_modulate(x, shift, scale, float(eps))[0]
 
 
 # ------------------------------------------------------------------------------------- checks

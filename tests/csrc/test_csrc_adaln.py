@@ -1,4 +1,4 @@
-"""dit_video::gated_residual_adaln and adaln_modulate (CPU) against the torch reference: outputs and
+"""dit_video::csrc_gated_residual_adaln and csrc_adaln_modulate (CPU) against the torch reference: outputs and
 every gradient (x, y, gate, shift, scale), fp32 and bf16, the 2x rule, odd widths, non-contiguous
 y, per-sample and per-frame modulation, opcheck."""
 
@@ -97,13 +97,13 @@ def test_opcheck(csrc):
     y = torch.randn(2, 5, 3, 24).transpose(1, 2).requires_grad_()
     gate, shift, scale = (torch.randn(2, 3, 24, requires_grad=True) for _ in range(3))
     ops = torch.ops.dit_video
-    torch.library.opcheck(ops.gated_residual_adaln.default, (x, y, gate, shift, scale, 1e-6))
-    torch.library.opcheck(ops.adaln_modulate.default, (x, shift[:, 0], scale[:, 0], 1e-5))
-    r, out, mean, rstd = ops.gated_residual_adaln(x.detach(), y.detach(), gate.detach(), shift.detach(),
+    torch.library.opcheck(ops.csrc_gated_residual_adaln.default, (x, y, gate, shift, scale, 1e-6))
+    torch.library.opcheck(ops.csrc_adaln_modulate.default, (x, shift[:, 0], scale[:, 0], 1e-5))
+    r, out, mean, rstd = ops.csrc_gated_residual_adaln(x.detach(), y.detach(), gate.detach(), shift.detach(),
                                                   scale.detach(), 1e-6)
     args = (torch.randn_like(r), torch.randn_like(r), r, y.detach(), gate.detach(), scale.detach(), mean, rstd)
-    torch.library.opcheck(ops.gated_residual_adaln_backward.default, args)
-    torch.library.opcheck(ops.adaln_modulate_backward.default,
+    torch.library.opcheck(ops.csrc_gated_residual_adaln_backward.default, args)
+    torch.library.opcheck(ops.csrc_adaln_modulate_backward.default,
                           (torch.randn_like(r), x.detach(), scale.detach(), mean, rstd))
 
 

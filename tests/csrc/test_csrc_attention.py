@@ -1,4 +1,4 @@
-"""dit_video::temporal_attention (CPU) against the torch reference: outputs and gradients, fp32 and
+"""dit_video::csrc_temporal_attention (CPU) against the torch reference: outputs and gradients, fp32 and
 bf16, the 2x rule, odd sizes, the real temporal views of a fused QKV projection, masks with fully
 masked rows, opcheck, and the dispatch rules."""
 
@@ -113,10 +113,10 @@ def test_opcheck(csrc):
     qkv = torch.randn(2, 5, 3, 3, 2, 8)
     q, k, v = temporal(qkv.clone().requires_grad_())
     mask = torch.rand(2, 3, 5) > 0.3
-    torch.library.opcheck(torch.ops.dit_video.temporal_attention.default, (q, k, v, mask, 0.35))
-    torch.library.opcheck(torch.ops.dit_video.temporal_attention.default, (q, k, v, None, 0.35))
-    o, lse = torch.ops.dit_video.temporal_attention(q.detach(), k.detach(), v.detach(), mask, 0.35)
-    torch.library.opcheck(torch.ops.dit_video.temporal_attention_backward.default,
+    torch.library.opcheck(torch.ops.dit_video.csrc_temporal_attention.default, (q, k, v, mask, 0.35))
+    torch.library.opcheck(torch.ops.dit_video.csrc_temporal_attention.default, (q, k, v, None, 0.35))
+    o, lse = torch.ops.dit_video.csrc_temporal_attention(q.detach(), k.detach(), v.detach(), mask, 0.35)
+    torch.library.opcheck(torch.ops.dit_video.csrc_temporal_attention_backward.default,
                           (torch.randn_like(o), q.detach(), k.detach(), v.detach(), o, lse, mask, 0.35))
 
 
@@ -164,3 +164,15 @@ def test_no_copies_of_q_k_v_o_in_a_temporal_block(csrc):
     with Count():
         blk.attn(x, "temporal", None)
     assert copies
+
+
+def test_coexists_with_the_triton_backend(csrc):
+    """Both backends register ops in the dit_video namespace; loading both must not collide."""
+    import importlib
+
+    try:
+        importlib.import_module("dit_video.kernels.triton_adaln")
+    except ImportError as e:
+        pytest.skip(f"triton backend not importable: {e}")
+    assert hasattr(torch.ops.dit_video, "gated_residual_adaln")
+    assert hasattr(torch.ops.dit_video, "csrc_gated_residual_adaln")
