@@ -1,0 +1,122 @@
+"""CFG at scale 1 is the conditional prediction; continuation keeps given frames bit-exact; sliding window."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from dit_video.diffusion import DiffusionConfig, build_diffusion, cfg_combine
+
+SHAPE = (2, 3, 6, 4, 4)
+
+
+class Recorder:
+    """A deterministic nonlinear ``model_fn`` that records what it was called with."""
+
+    def __init__(self, bias: float = 0.0):
+        self.calls: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]] = []
+        self.bias = bias
+
+    def __call__(self, x, t, cond_mask=None):
+        self.calls.append((x.clone(), t.clone(), None if cond_mask is None else cond_mask.clone()))
+        return torch.tanh(x * 0.7 + self.bias) + 1e-3 * t.reshape(-1, 1, 1, 1, 1)
+
+
+def test_cfg_combine_formula():
+    c, u = torch.randn(4, 5), torch.randn(4, 5)
+    assert cfg_combine(c, u, 1.0) is c
+    torch.testing.assert_close(cfg_combine(c, u, 4.0), u + 4.0 * (c - u))
+    torch.testing.assert_close(cfg_combine(c, u, 0.0), u)
+
+
+@pytest.mark.parametrize("objective,sampler", [("flow", "euler"), ("flow", "heun"), ("eps", "ddim"),
+                                               ("v", "dpmpp_2m")])
+def test_cfg_scale_one_is_the_conditional_prediction(objective, sampler):
+    d = build_diffusion(DiffusionConfig(objective=objective))
+    cond, uncond = Recorder(0.3), Recorder(-0.5)
+    g = lambda: torch.Generator().manual_seed(0)
+    plain = d.sample(cond, SHAPE, sampler=sampler, steps=4, generator=g())
+    guided1 = d.sample(cond, SHAPE, sampler=sampler, steps=4, generator=g(), guidance_scale=1.0,
+                       uncond_model_fn=uncond)
+    assert torch.equal(plain, guided1)
+    assert not uncond.calls  # scale 1 does not even run the unconditional model
+    guided3 = d.sample(cond, SHAPE, sampler=sampler, steps=4, generator=g(), guidance_scale=3.0,
+                       uncond_model_fn=uncond)
+    assert uncond.calls and not torch.allclose(guided3, plain)
+
+
+def test_cfg_equals_combined_model():
+    """Guided sampling == sampling with a model that returns uncond + s (cond - uncond)."""
+    d = build_diffusion(DiffusionConfig(objective="flow"))
+    cond, uncond = Recorder(0.3), Recorder(-0.5)
+    combined = lambda x, t, cond_mask=None: uncond(x, t) + 2.5 * (cond(x, t) - uncond(x, t))
+    a = d.sample(cond, SHAPE, steps=3, generator=torch.Generator().manual_seed(1), guidance_scale=2.5,
+                 uncond_model_fn=uncond)
+    b = d.sample(combined, SHAPE, steps=3, generator=torch.Generator().manual_seed(1))
+    torch.testing.assert_close(a, b, rtol=0, atol=1e-6)
+
+
+def test_guidance_without_uncond_is_an_error():
+    d = build_diffusion(DiffusionConfig())
+    with pytest.raises(ValueError, match="needs uncond_model_fn"):
+        d.sample(Recorder(), SHAPE, steps=2, guidance_scale=2.0)
+
+
+@pytest.mark.parametrize("objective,sampler", [("flow", "euler"), ("flow", "heun"), ("eps", "ddim"),
+                                               ("v", "dpmpp_2m")])
+def test_continuation_keeps_given_frames_exactly(objective, sampler):
+    d = build_diffusion(DiffusionConfig(objective=objective))
+    given = torch.randn(2, 3, 5, 4, 4)  # 5 frames given, the first 2 used
+    model = Recorder()
+    out = d.sample(model, SHAPE, sampler=sampler, steps=3, cond_video=given, cond_frames=2, guidance_scale=2.0,
+                   uncond_model_fn=Recorder(-1.0))
+    assert out.shape == SHAPE
+    assert torch.equal(out[:, :, :2], given[:, :, :2])  # bit-exact
+    assert not torch.allclose(out[:, :, 2:3], given[:, :, 2:3])
+    for x, t, mask in model.calls:  # the model saw the clean frames, flagged in cond_mask
+        assert torch.equal(x[:, :, :2], given[:, :, :2])
+        assert mask.dtype == torch.bool and mask.shape == (2, 6)
+        assert mask[:, :2].all() and not mask[:, 2:].any()
+        assert t.shape == (2,)
+
+
+def test_continuation_broadcasts_a_single_clip_and_validates():
+    d = build_diffusion(DiffusionConfig())
+    given = torch.randn(1, 3, 1, 4, 4)
+    out = d.sample(Recorder(), SHAPE, steps=2, cond_video=given)
+    assert torch.equal(out[:, :, :1], given.expand(2, -1, -1, -1, -1))
+    with pytest.raises(ValueError, match="cond_video must be"):
+        d.sample(Recorder(), SHAPE, steps=2, cond_video=torch.randn(2, 3, 2, 8, 8))
+    with pytest.raises(ValueError, match="at least one frame"):
+        d.sample(Recorder(), SHAPE, steps=2, cond_video=torch.randn(2, 3, 6, 4, 4))
+    with pytest.raises(ValueError, match="without cond_video"):
+        d.sample(Recorder(), SHAPE, steps=2, cond_frames=2)
+
+
+def test_sample_without_condition_passes_no_mask():
+    model = Recorder()
+    build_diffusion(DiffusionConfig()).sample(model, SHAPE, steps=2)
+    assert len(model.calls) == 2 and all(m is None for _, _, m in model.calls)
+    ts = [float(t[0]) for _, t, _ in model.calls]
+    assert ts == [1000.0, 500.0]  # model timestep scale, from noise to clean
+
+
+def test_sample_long_slides_a_window():
+    d = build_diffusion(DiffusionConfig())
+    model = Recorder()
+    given = torch.randn(2, 3, 2, 4, 4)
+    out = d.sample_long(model, (2, 3, 13, 4, 4), window=6, overlap=2, steps=2, cond_video=given,
+                        generator=torch.Generator().manual_seed(0))
+    assert out.shape == (2, 3, 13, 4, 4)
+    assert torch.equal(out[:, :, :2], given)
+    # windows: frames 0-5, then 4 new frames per window conditioned on the last 2: 6 + 4 + 4 = 14, cut to 13
+    inputs = [x for x, _, _ in model.calls]
+    masks = [m for _, _, m in model.calls]
+    assert len(inputs) == 3 * 2 and all(x.shape[2] == 6 for x in inputs)
+    for w in range(1, 3):
+        start = 6 + 4 * (w - 1) - 2  # the window's first frame in the output
+        ctx = inputs[2 * w][:, :, :2]
+        assert torch.equal(ctx, out[:, :, start:start + 2])  # conditioned on the previous window's last frames
+        assert masks[2 * w][:, :2].all() and not masks[2 * w][:, 2:].any()
+    with pytest.raises(ValueError, match="0 < overlap < window"):
+        d.sample_long(model, (2, 3, 13, 4, 4), window=4, overlap=4, steps=2)
