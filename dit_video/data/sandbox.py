@@ -19,6 +19,7 @@ import pickle
 import signal
 import socket
 import sys
+import time
 from multiprocessing.connection import Connection
 
 import numpy as np
@@ -52,14 +53,14 @@ def _child_loop(conn: Connection, buf: mmap.mmap, quiet: bool) -> None:
             msg = conn.recv_bytes()
         except (EOFError, OSError):
             return
-        plan, data = pickle.loads(msg)
+        slot, capacity, plan, data = pickle.loads(msg)
         try:
             frames, info = codec.decode_clip(data, plan)
             frames = np.ascontiguousarray(frames)
-            if frames.nbytes > len(buf):
+            if frames.nbytes > capacity:
                 reply = ("grow", frames.nbytes)
             else:
-                buf[: frames.nbytes] = memoryview(frames).cast("B")
+                buf[slot * capacity: slot * capacity + frames.nbytes] = memoryview(frames).cast("B")
                 reply = ("ok", frames.shape, info)
         except codec.DecodeFailure as e:
             reply = ("fail", e.reason, e.message)
@@ -69,22 +70,29 @@ def _child_loop(conn: Connection, buf: mmap.mmap, quiet: bool) -> None:
 
 
 class DecodeSandbox:
-    """A child process that decodes one clip at a time under a time limit (POSIX ``fork``)."""
+    """A child process that decodes one clip at a time under a time limit (POSIX ``fork``).
+
+    ``submit`` hands a clip to the child and returns at once; ``collect`` waits for it. The shared
+    buffer has two slots, so the caller can convert the frames of clip *i* while the child decodes
+    clip *i + 1*: with that overlap the sandbox costs no throughput.
+    """
 
     def __init__(self, timeout_s: float, capacity: int = 8 << 20, quiet: bool = True) -> None:
         self.timeout_s = timeout_s
-        self.capacity = capacity
+        self.capacity = capacity  # bytes per slot
         self.quiet = quiet
         self.pid: int | None = None
         self.conn: Connection | None = None
         self.restarts = 0
+        self._slot = 1
+        self._inflight: tuple | None = None  # (data, plan, slot, submit time)
 
     @staticmethod
     def available() -> bool:
         return hasattr(os, "fork") and sys.platform != "win32"
 
     def _start(self) -> None:
-        self.buf = mmap.mmap(-1, self.capacity, flags=mmap.MAP_SHARED)
+        self.buf = mmap.mmap(-1, 2 * self.capacity, flags=mmap.MAP_SHARED)
         parent_sock, child_sock = socket.socketpair()
         pid = os.fork()
         if pid == 0:  # child
@@ -117,6 +125,7 @@ class DecodeSandbox:
         return how
 
     def close(self) -> None:
+        self._inflight = None
         if self.pid is not None:
             self._stop(kill=True)
 
@@ -126,35 +135,62 @@ class DecodeSandbox:
         except Exception:
             pass
 
-    def decode(self, data: bytes, plan: codec.ClipPlan, copy: bool = True) -> tuple[np.ndarray, dict]:
-        """Like :func:`codec.decode_clip`, but a hang past ``timeout_s`` or a crash raises
-        ``DecodeFailure("decode_timeout" | "decode_crash")`` instead of stalling or killing the caller.
+    def _send(self) -> None:
+        data, plan, slot, _ = self._inflight
+        if self.pid is None:
+            self._start()
+        self._inflight = (data, plan, slot, time.monotonic())
+        try:
+            self.conn.send_bytes(pickle.dumps((slot, self.capacity, plan, data), protocol=pickle.HIGHEST_PROTOCOL))
+        except OSError:  # the child died since the last clip; collect() reports it
+            pass
 
-        With ``copy=False`` the frames are a view of the shared buffer, valid until the next call."""
-        msg = pickle.dumps((plan, data), protocol=pickle.HIGHEST_PROTOCOL)
+    def submit(self, data: bytes, plan: codec.ClipPlan) -> None:
+        """Start decoding a clip in the child; one clip at a time (``collect`` it before the next)."""
+        if self._inflight is not None:
+            raise RuntimeError("DecodeSandbox.submit: collect() the previous clip first")
+        self._slot ^= 1
+        self._inflight = (data, plan, self._slot, 0.0)
+        self._send()
+
+    def collect(self, copy: bool = True) -> tuple[np.ndarray, dict]:
+        """The submitted clip's frames and info, like :func:`codec.decode_clip`; a hang past ``timeout_s``
+        or a crash raises ``DecodeFailure("decode_timeout" | "decode_crash")`` instead of stalling or
+        killing the caller. With ``copy=False`` the frames view the shared buffer until the next-but-one clip.
+        """
+        if self._inflight is None:
+            raise RuntimeError("DecodeSandbox.collect: nothing submitted")
         for _ in range(3):
-            if self.pid is None:
-                self._start()
+            _, _, slot, t0 = self._inflight
             try:
-                self.conn.send_bytes(msg)
-                ready = self.conn.poll(self.timeout_s)
+                ready = self.conn.poll(max(0.0, self.timeout_s - (time.monotonic() - t0)))
                 reply = pickle.loads(self.conn.recv_bytes()) if ready else None
-            except (EOFError, OSError, BrokenPipeError):
+            except (EOFError, OSError):
+                self._inflight = None
                 how = self._stop(kill=True)
                 self.restarts += 1
                 raise codec.DecodeFailure(CRASH, f"decoder process died ({how})") from None
             if reply is None:
+                self._inflight = None
                 self._stop(kill=True)
                 self.restarts += 1
                 raise codec.DecodeFailure(TIMEOUT, f"no result after {self.timeout_s:g} s; decoder killed")
-            if reply[0] == "ok":
-                shape, info = reply[1], reply[2]
-                nbytes = int(np.prod(shape))
-                frames = np.frombuffer(self.buf, dtype=np.uint8, count=nbytes).reshape(shape)
-                return (frames.copy() if copy else frames), info
+            if reply[0] == "grow":  # the clip does not fit a slot: restart with room for it, decode again
+                self._stop(kill=True)
+                self.capacity = int(reply[1] * 1.25) + 4096
+                self._send()
+                continue
+            self._inflight = None
             if reply[0] == "fail":
                 raise codec.DecodeFailure(reply[1], reply[2])
-            # "grow": the clip does not fit the shared buffer; restart with room for it
-            self._stop(kill=True)
-            self.capacity = int(reply[1] * 1.25) + 4096
+            shape, info = reply[1], reply[2]
+            frames = np.frombuffer(self.buf, dtype=np.uint8, count=int(np.prod(shape)),
+                                   offset=slot * self.capacity).reshape(shape)
+            return (frames.copy() if copy else frames), info
+        self._inflight = None
         raise codec.DecodeFailure(codec.DECODE_ERROR, "decoded clip does not fit the shared buffer")
+
+    def decode(self, data: bytes, plan: codec.ClipPlan, copy: bool = True) -> tuple[np.ndarray, dict]:
+        """``submit`` + ``collect``: one clip, no overlap."""
+        self.submit(data, plan)
+        return self.collect(copy=copy)

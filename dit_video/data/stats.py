@@ -8,20 +8,16 @@ log = logging.getLogger("dit_video.data")
 
 
 class Counters(dict):
-    """``reason -> count``. While ``muted`` (replaying a stream to resume) nothing is counted or logged."""
+    """``reason -> count``, starting from a resumed run's counts."""
 
     def __init__(self, initial: dict[str, int] | None = None) -> None:
         super().__init__(initial or {})
-        self.muted = False
 
     def add(self, key: str, n: int = 1) -> None:
-        if not self.muted:
-            self[key] = self.get(key, 0) + n
+        self[key] = self.get(key, 0) + n
 
     def warn(self, key: str, message: str) -> None:
         """Count ``key`` and log a warning for its 1st-3rd, 10th, 100th, 1000th, ... occurrence."""
-        if self.muted:
-            return
         self.add(key)
         n = self[key]
         if n <= 3 or (n >= 10 and str(n).strip("0") == "1"):

@@ -1,0 +1,119 @@
+"""Data benchmark: clips/s through ``dit_video.data`` vs raw decord decoding of the same shards.
+
+Writes synthetic 256x256 clips (textured backgrounds, moving shapes; 24 frames at 24 fps) as shards,
+then, in this one process, times
+
+* ``raw_decord``: read the tars, ``decord.VideoReader(BytesIO)`` + ``get_batch`` of the same 16
+  frames the loader takes, to uint8 numpy -- the floor of any decord-based loader;
+* ``loader_inprocess``: ``make_loader`` with ``num_workers=0`` and ``decode_timeout_s=0``
+  (decoding in this process, no sandbox): the pipeline's own overhead (tar reading, shuffle,
+  sampling, float conversion to [-1, 1], batching);
+* ``loader_sandboxed``: ``num_workers=0`` with the per-sample time limit (decode in a forked child,
+  frames back through shared memory);
+* ``loader_1_worker`` / ``loader_2_workers``: DataLoader worker processes (sandboxed), the training setup.
+
+Each is run ``repeats`` times, interleaved, and the median is reported; ``ratio_vs_raw`` divides by
+the raw decord median. decord runs with one thread everywhere, so per-worker numbers compare.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import platform
+import statistics
+import tarfile
+import tempfile
+import time
+
+
+def _write_shards(out: str, num: int, size: int, frames: int) -> None:
+    from dit_video.data import write_synthetic_shards
+
+    write_synthetic_shards(out, num, size=size, num_frames=frames, fps=24, seed=1, samples_per_shard=max(1, num // 4),
+                           overwrite=True, workers=min(4, os.cpu_count() or 1))
+
+
+def _raw_decord(shard_dir: str, num_frames: int) -> int:
+    import decord
+
+    decord.bridge.set_bridge("native")
+    n = 0
+    for name in sorted(os.listdir(shard_dir)):
+        if not name.endswith(".tar"):
+            continue
+        with tarfile.open(os.path.join(shard_dir, name)) as tar:
+            for m in tar:
+                if not m.name.endswith(".mp4"):
+                    continue
+                vr = decord.VideoReader(io.BytesIO(tar.extractfile(m).read()), num_threads=1)
+                start = (len(vr) - num_frames) // 2  # the loader's centred window
+                frames = vr.get_batch(list(range(start, start + num_frames))).asnumpy()
+                assert frames.shape[0] == num_frames
+                n += 1
+    return n
+
+
+def _loader(shard_dir: str, num_frames: int, size: int, num_workers: int, timeout: float) -> int:
+    from dit_video.data import DataConfig, make_loader
+
+    cfg = DataConfig(shards=shard_dir, num_frames=num_frames, size=size, batch_size=8, num_workers=num_workers,
+                     shuffle_buffer=0, epochs=1, random_start=False, random_crop=False, decode_timeout_s=timeout)
+    loader = make_loader(cfg)
+    n = 0
+    for batch in loader:
+        n += batch["video"].shape[0]
+    assert loader.stats().get("samples") == n
+    return n
+
+
+def run(quick: bool = False, out_dir: str | None = None) -> list[dict]:
+    """Time the modes above; returns one JSON-able row per mode (and writes data_loader.json to ``out_dir``)."""
+    size, frames, src_frames = (64, 16, 24) if quick else (256, 16, 24)
+    num, repeats = (32, 2) if quick else (96, 5)
+    modes = {
+        "raw_decord": lambda d: _raw_decord(d, frames),
+        "loader_inprocess": lambda d: _loader(d, frames, size, 0, 0.0),
+        "loader_sandboxed": lambda d: _loader(d, frames, size, 0, 60.0),
+        "loader_1_worker": lambda d: _loader(d, frames, size, 1, 60.0),
+        "loader_2_workers": lambda d: _loader(d, frames, size, 2, 60.0),
+    }
+    times: dict[str, list[float]] = {m: [] for m in modes}
+    with tempfile.TemporaryDirectory(prefix="dit_video_data_bench_") as tmp:
+        t0 = time.perf_counter()
+        _write_shards(tmp, num, size, src_frames)
+        write_s = time.perf_counter() - t0
+        for fn in modes.values():  # warm-up: imports, page cache
+            fn(tmp)
+        for _ in range(repeats):
+            for mode, fn in modes.items():
+                t = time.perf_counter()
+                n = fn(tmp)
+                times[mode].append(n / (time.perf_counter() - t))
+    raw = statistics.median(times["raw_decord"])
+    rows = []
+    for mode, vals in times.items():
+        med = statistics.median(vals)
+        rows.append({"bench": "data_loader", "mode": mode, "clips_per_s": round(med, 2),
+                     "ratio_vs_raw": round(med / raw, 3), "all_clips_per_s": [round(v, 2) for v in vals],
+                     "clips": num, "size": size, "frames": frames, "source_frames": src_frames,
+                     "repeats": repeats, "shard_write_s": round(write_s, 2), "cpus": os.cpu_count(),
+                     "machine": platform.processor() or platform.machine(), "quick": quick})
+    if out_dir:
+        os.makedirs(out_dir, exist_ok=True)
+        with open(os.path.join(out_dir, "data_loader.json"), "w") as f:
+            json.dump(rows, f, indent=1)
+    return rows
+
+
+if __name__ == "__main__":
+    import argparse
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--out", default=None)
+    a = ap.parse_args()
+    for row in run(quick=a.quick, out_dir=a.out):
+        print(f"{row['mode']:<18} {row['clips_per_s']:>8.1f} clips/s  x{row['ratio_vs_raw']:.3f} of raw decord  "
+              f"(runs: {row['all_clips_per_s']})")
