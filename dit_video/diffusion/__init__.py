@@ -7,7 +7,7 @@
 """
 
 from .config import DiffusionConfig
-from .guidance import cfg_combine
+from .guidance import cfg_combine, cfg_drop_mask
 from .objectives import Diffusion, FlowMatching, GaussianDiffusion, build_diffusion
 from .samplers import DEFAULT_SAMPLER, SAMPLERS, Sampler, check_sampler
 from .sampling import sample, sample_long
@@ -22,6 +22,7 @@ __all__ = [
     "Sampler",
     "build_diffusion",
     "cfg_combine",
+    "cfg_drop_mask",
     "check_sampler",
     "sample",
     "sample_long",

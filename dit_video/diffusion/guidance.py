@@ -26,3 +26,12 @@ def guided(model_fn: Callable[..., torch.Tensor], uncond_model_fn: Callable[...,
         return cfg_combine(model_fn(x, t, cond_mask=cond_mask), uncond_model_fn(x, t, cond_mask=cond_mask), scale)
 
     return fn
+
+
+def cfg_drop_mask(batch: int, p: float, generator: torch.Generator | None = None,
+                  device: torch.device | str = "cpu") -> torch.Tensor:
+    """bool ``[B]``: which clips get their condition dropped (replaced by the null text/label) in training,
+    each with probability ``p`` (``DiffusionConfig.cfg_dropout``)."""
+    from .timesteps import rand
+
+    return rand((batch,), generator, device) < p

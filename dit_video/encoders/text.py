@@ -74,7 +74,9 @@ class HFTextEncoder(TextEncoder):
             klass = transformers.CLIPTextModel
         else:
             klass = transformers.AutoModel
-        model = klass.from_pretrained(str(d), local_files_only=True, torch_dtype=dtype).to(device)
+        major, minor = (int(v) for v in transformers.__version__.split(".")[:2])
+        dtype_kw = "dtype" if (major, minor) >= (4, 56) else "torch_dtype"  # renamed in 4.56
+        model = klass.from_pretrained(str(d), local_files_only=True, **{dtype_kw: dtype}).to(device)
         tokenizer = transformers.AutoTokenizer.from_pretrained(str(d), local_files_only=True)
         return cls(model, tokenizer, max_length, cache_dir=cache_dir, model_key=str(d.resolve()))
 

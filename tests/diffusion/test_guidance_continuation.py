@@ -120,3 +120,27 @@ def test_sample_long_slides_a_window():
         assert masks[2 * w][:, :2].all() and not masks[2 * w][:, 2:].any()
     with pytest.raises(ValueError, match="0 < overlap < window"):
         d.sample_long(model, (2, 3, 13, 4, 4), window=4, overlap=4, steps=2)
+
+
+def test_cfg_drop_mask_rate():
+    from dit_video.diffusion import cfg_drop_mask
+
+    m = cfg_drop_mask(20000, 0.1, torch.Generator().manual_seed(0))
+    assert m.dtype == torch.bool and m.shape == (20000,) and 0.09 < float(m.float().mean()) < 0.11
+    assert not cfg_drop_mask(100, 0.0).any() and cfg_drop_mask(100, 1.0).all()
+
+
+def test_videodit_continuation_and_long_sampling():
+    """The real backbone as model_fn: cond_mask reaches it, given frames come back bit-exact."""
+    from dit_video import VideoDiT, VideoDiTConfig
+
+    model = VideoDiT(VideoDiTConfig(in_channels=3, num_frames=4, sample_size=[4, 4], patch_size=[1, 2, 2],
+                                    hidden_size=32, depth=2, num_heads=2, kernel_backend="torch")).eval()
+    torch.nn.init.normal_(model.final_linear.weight, std=0.1)  # a non-zero output
+    fn = lambda x, t, cond_mask=None: model(x, t, cond_mask=cond_mask)
+    d = build_diffusion(DiffusionConfig(objective="v"))
+    given = torch.randn(2, 3, 1, 4, 4)
+    out = d.sample(fn, (2, 3, 4, 4, 4), sampler="dpmpp_2m", steps=3, cond_video=given)
+    assert torch.equal(out[:, :, :1], given) and torch.isfinite(out).all()
+    long = d.sample_long(fn, (2, 3, 7, 4, 4), window=4, overlap=1, steps=2, cond_video=given)
+    assert long.shape == (2, 3, 7, 4, 4) and torch.equal(long[:, :, :1], given)

@@ -57,3 +57,25 @@ def test_diffusers_vae_missing_path(tmp_path):
         DiffusersVAE.from_local(tmp_path / "does_not_exist")
     with pytest.raises(FileNotFoundError, match="config.json"):
         DiffusersVAE.from_local(tmp_path)
+
+
+def test_diffusers_video_vae_runs_on_the_clip(tmp_path):
+    """A diffusers *video* VAE (CogVideoX's, tiny and random) plugs in through the same calls, whole clip at once."""
+    diffusers = pytest.importorskip("diffusers")
+    if not hasattr(diffusers, "AutoencoderKLCogVideoX"):
+        pytest.skip("this diffusers has no AutoencoderKLCogVideoX")
+    torch.manual_seed(0)
+    ae = diffusers.AutoencoderKLCogVideoX(in_channels=3, out_channels=3, down_block_types=("CogVideoXDownBlock3D",) * 2,
+                                          up_block_types=("CogVideoXUpBlock3D",) * 2, block_out_channels=(8, 16),
+                                          latent_channels=4, layers_per_block=1, norm_num_groups=4,
+                                          temporal_compression_ratio=2, sample_height=8, sample_width=8)
+    ae.save_pretrained(tmp_path)
+    vae = DiffusersVAE.from_local(tmp_path)
+    assert not vae.per_frame and vae.temporal_downsample == 2 and vae.spatial_downsample == 2
+    video = torch.rand(1, 3, 5, 8, 8) * 2 - 1
+    z = vae.encode(video)
+    assert z.shape == vae.latent_shape(video.shape) == (1, 4, 3, 4, 4)  # causal: 1 + (T - 1) / 2 frames
+    with torch.no_grad():
+        ref = ae.eval().encode(video).latent_dist.mode() * ae.config.scaling_factor
+    torch.testing.assert_close(z, ref, rtol=1e-5, atol=1e-5)
+    assert vae.decode(z).shape == video.shape
