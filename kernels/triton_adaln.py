@@ -32,7 +32,7 @@ import triton
 import triton.language as tl
 
 from . import dispatch
-from .triton_common import collapse_dims, device_reason, dtype_reason, interpreting, next_pow2
+from .triton_common import collapse_dims, device_reason, dtype_reason, interpreting, next_pow2, poisoned
 
 MAX_D = 16384
 
@@ -183,16 +183,16 @@ def _blocks(d: int) -> tuple[int, int, int]:
 # ============================================================================ launchers
 def _fwd(x, y, gate, shift, scale, eps: float):
     res = y is not None
-    out = torch.empty(x.shape, device=x.device, dtype=x.dtype)
-    r = torch.empty(x.shape, device=x.device, dtype=x.dtype) if res else out
+    out = poisoned(torch.empty(x.shape, device=x.device, dtype=x.dtype))
+    r = poisoned(torch.empty(x.shape, device=x.device, dtype=x.dtype)) if res else out
     tok = {"x": x, "y": y if res else x, "r": r, "out": out}
     mod = {"gate": gate if res else shift, "shift": shift, "scale": scale}
     plan = _plan(x, tok, mod)
     if isinstance(plan, str):
         raise RuntimeError(plan)
     g, nr, d = plan.g0 * plan.g1, plan.r0 * plan.r1, x.shape[-1]
-    mean = torch.empty((g, nr), device=x.device, dtype=torch.float32)
-    rstd = torch.empty((g, nr), device=x.device, dtype=torch.float32)
+    mean = poisoned(torch.empty((g, nr), device=x.device, dtype=torch.float32))
+    rstd = poisoned(torch.empty((g, nr), device=x.device, dtype=torch.float32))
     if x.numel() == 0:
         return r, out, mean, rstd
     br, bd, warps = _blocks(d)
@@ -206,8 +206,8 @@ def _fwd(x, y, gate, shift, scale, eps: float):
 
 def _bwd(dout, dr, x, y, gate, scale, mean, rstd):
     res = y is not None
-    dx = torch.empty(x.shape, device=x.device, dtype=x.dtype)
-    dy = torch.empty(x.shape, device=x.device, dtype=x.dtype) if res else dx
+    dx = poisoned(torch.empty(x.shape, device=x.device, dtype=x.dtype))
+    dy = poisoned(torch.empty(x.shape, device=x.device, dtype=x.dtype)) if res else dx
     if dout is None:
         dout = torch.zeros_like(dx)
     tok = {"dout": dout, "dr": dr if dr is not None else dout, "x": x, "y": y if res else x, "dx": dx, "dy": dy}
@@ -226,7 +226,7 @@ def _bwd(dout, dr, x, y, gate, scale, mean, rstd):
     br, bd, warps = _blocks(d)
     nblk = max(1, triton.cdiv(nr, br))
     splits = min(nblk, 2) if interpreting() else max(1, min(nblk, triton.cdiv(4 * 132, max(g, 1))))
-    part = torch.empty((g, splits, 3, bd), device=x.device, dtype=torch.float32)
+    part = poisoned(torch.empty((g, splits, 3, bd), device=x.device, dtype=torch.float32))
     t, m = plan.tok, plan.mod
     if x.numel() > 0:
         _adaln_bwd[(g, splits)](
@@ -368,3 +368,36 @@ def check_modulate(x, shift, scale, eps: float = 1e-6) -> str | None:
 
 dispatch.register("gated_residual_adaln", "triton", gated_residual_adaln, check_gated)
 dispatch.register("adaln_modulate", "triton", adaln_modulate, check_modulate)
+
+
+# ============================================================================ ahead-of-time specs
+def aot_kernels() -> list:
+    """Forward/backward, with and without the gated residual, at the S/2 (D 384) and XL/2 (D 1152)
+    widths, bf16; reference shape: tokens [1, 16, 1024, D] with per-sample modulation."""
+    from .aot import make_spec
+
+    tok = {k: [f"s{k}_{i}" for i in ("g0", "g1", "r0", "r1", "d")]
+           for k in ("x", "y", "r", "o", "do", "dr", "dx", "dy")}
+    mods = {k: [f"s{k}_{i}" for i in ("g0", "g1", "d")] for k in ("ga", "sh", "sc")}
+    ones = [s[-1] for s in list(tok.values()) + list(mods.values())]
+    div16 = [x for s in tok.values() for x in s[:-1]] + [x for s in mods.values() for x in s[:-1]] + ["D", "NR"]
+    fp32 = {"MEAN", "RSTD", "PART"}
+    specs = []
+    for d in (384, 1152):
+        br, bd, warps = _blocks(d)
+        n = 16 * 1024 * d * 2  # bytes of one token tensor
+        for res in (True, False):
+            kind = "gated_residual_adaln" if res else "adaln_modulate"
+            for name, fn, nbytes, flops in ((f"{kind}_fwd", _adaln_fwd, (4 if res else 2) * n, 10 * n),
+                                            (f"{kind}_bwd", _adaln_bwd, (6 if res else 3) * n, 20 * n)):
+                specs.append(make_spec(
+                    name, fn,
+                    pointers={a: ("fp32" if a in fp32 else "bf16") for a in fn.arg_names if a.isupper()
+                              and a not in ("HAS_RES", "HAS_DR", "BLOCK_R", "BLOCK_D")},
+                    constexprs=dict(HAS_RES=res, BLOCK_R=br, BLOCK_D=bd, **({"HAS_DR": res} if "HAS_DR" in
+                                                                               fn.arg_names else {})),
+                    floats=("eps",), ones=[o for o in ones if o in fn.arg_names],
+                    div16=[x for x in div16 if x in fn.arg_names], num_warps=warps, num_stages=1,
+                    config=f"D{d} R{br} BD{bd} w{warps}", shape=f"x [1, 16, 1024, {d}] bf16",
+                    flops=flops, nbytes=nbytes))
+    return specs

@@ -41,6 +41,7 @@ from .triton_common import (
     empty_attention_out,
     interpreting,
     next_pow2,
+    poisoned,
     upcast_for,
 )
 
@@ -322,7 +323,7 @@ def _launch_fwd(q, k, v, mask, scale: float) -> tuple[torch.Tensor, torch.Tensor
     lq, h, d = q.shape[-3:]
     lk = k.shape[-3]
     nbh = plan.n0 * plan.n1 * h
-    lse = torch.empty((nbh, lq), device=q.device, dtype=torch.float32)
+    lse = poisoned(torch.empty((nbh, lq), device=q.device, dtype=torch.float32))
     if o.numel() == 0:
         return o, lse
     st = plan.strides
@@ -340,8 +341,8 @@ def _launch_fwd(q, k, v, mask, scale: float) -> tuple[torch.Tensor, torch.Tensor
 def _grad_buffer(t: torch.Tensor, full_shape: tuple[int, ...]) -> torch.Tensor:
     """Where a kernel writes a gradient: t's shape if t is not broadcast, else fp32 full shape."""
     if tuple(t.shape) == tuple(full_shape):
-        return torch.empty(full_shape, device=t.device, dtype=t.dtype)
-    return torch.empty(full_shape, device=t.device, dtype=torch.float32)
+        return poisoned(torch.empty(full_shape, device=t.device, dtype=t.dtype))
+    return poisoned(torch.empty(full_shape, device=t.device, dtype=torch.float32))
 
 
 def _reduce_grad(g: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -369,7 +370,7 @@ def _launch_bwd(do, q, k, v, o, lse, mask, scale: float):
     nbh = plan.n0 * plan.n1 * h
     st = plan.strides
     block_d = next_pow2(d)
-    delta = torch.empty_like(lse)
+    delta = poisoned(torch.empty_like(lse))
     bm = 64 if not interpreting() else INTERP_BLOCK
     _attn_bwd_delta[(triton.cdiv(lq, bm), nbh)](o, do, delta, *st["o"], *st["do"], plan.n1, h, lq, d,
                                                 BLOCK_M=bm, BLOCK_D=block_d)
@@ -448,3 +449,44 @@ def check(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_padding_mask: t
 
 
 dispatch.register("attention", "triton", attention, check, priority=0)
+
+
+# ============================================================================ ahead-of-time specs
+def _ref_shape(d: int) -> tuple[str, int, int, int]:
+    """Spatial attention of a B1 T16 S1024 video at head dim d (H*D kept near 384): (label, N*H, L, d)."""
+    h = max(1, 384 // d)
+    return f"spatial B1 T16 S1024 H{h} D{d}", 16 * h, 1024, d
+
+
+def aot_kernels() -> list:
+    """Every kernel x GPU config, bf16 operands on tensor cores (the GPU path, UPCAST off)."""
+    from .aot import make_spec
+
+    specs = []
+    strides = {k: [f"s{k}{i}" for i in ("0", "1", "l", "h", "d")] for k in ("q", "k", "v", "o", "g", "dk", "dv", "dq")}
+    ones = [s[-1] for s in strides.values()] + ["sml"]
+    div16 = [x for s in strides.values() for x in (s[0], s[1], s[2])] + ["sm0", "sm1", "D", "Lq", "Lk"]
+    ptr = {"Q": "bf16", "K": "bf16", "V": "bf16", "Out": "bf16", "DO": "bf16", "DQ": "bf16", "DK": "bf16",
+           "DV": "bf16", "LSE": "fp32", "DELTA": "fp32", "MASK": "u8"}
+    for bd in sorted(FWD_CONFIGS):
+        label, nh, L, d = _ref_shape(bd)
+        elt = 2 * nh * L * d  # bytes of one q/k/v/o tensor
+        for name, fn, table, flops, nbytes in (
+                ("flash_fwd", _attn_fwd, FWD_CONFIGS, 4 * nh * L * L * d, 4 * elt + 4 * nh * L),
+                ("flash_bwd_dkdv", _attn_bwd_dkdv, DKDV_CONFIGS, 8 * nh * L * L * d, 6 * elt + 8 * nh * L),
+                ("flash_bwd_dq", _attn_bwd_dq, DQ_CONFIGS, 6 * nh * L * L * d, 5 * elt + 8 * nh * L)):
+            for bm, bn, w, s in table[bd]:
+                for has_mask in (False, True) if name == "flash_fwd" else (False,):
+                    specs.append(make_spec(
+                        name + ("_mask" if has_mask else ""), fn,
+                        pointers={p: t for p, t in ptr.items() if p in fn.arg_names},
+                        constexprs=dict(HAS_MASK=has_mask, UPCAST=False, DOT_PREC="tf32",
+                                        BLOCK_M=bm, BLOCK_N=bn, BLOCK_D=bd),
+                        floats=("qk_scale", "sm_scale"), ones=[o for o in ones if o in fn.arg_names],
+                        div16=div16, num_warps=w, num_stages=s, config=f"D{bd} M{bm} N{bn} w{w} s{s}",
+                        shape=label, flops=flops, nbytes=nbytes, needs_wgmma=True))
+        specs.append(make_spec(
+            "flash_bwd_delta", _attn_bwd_delta, pointers={"Out": "bf16", "DO": "bf16", "DELTA": "fp32"},
+            constexprs=dict(BLOCK_M=64, BLOCK_D=bd), ones=["sod", "sgd"], div16=div16, num_warps=4, num_stages=1,
+            config=f"D{bd} M64 w4", shape=label, flops=2 * nh * L * d, nbytes=2 * elt + 4 * nh * L))
+    return specs

@@ -18,6 +18,17 @@ import torch
 
 SUPPORTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
+# Tests set this (monkeypatch) so every output and scratch buffer a launcher allocates starts as
+# NaN: an element a kernel fails to write then fails the comparison instead of passing by luck.
+POISON = os.environ.get("DIT_VIDEO_POISON_OUTPUTS") == "1"
+
+
+def poisoned(t: torch.Tensor) -> torch.Tensor:
+    """``t`` filled with NaN when :data:`POISON` is on (floating tensors), else ``t`` untouched."""
+    if POISON and t.is_floating_point() and t.device.type != "meta":
+        t.fill_(float("nan"))
+    return t
+
 
 def interpreting() -> bool:
     """True when Triton runs kernels on the CPU with numpy (``TRITON_INTERPRET=1``, tests only)."""
@@ -145,8 +156,8 @@ def empty_attention_out(q: torch.Tensor, out_shape: tuple[int, ...]) -> torch.Te
     from .layout import empty_in_layout_of
 
     if tuple(q.shape) == tuple(out_shape):
-        return empty_in_layout_of(q)
-    return q.new_empty(out_shape)
+        return poisoned(empty_in_layout_of(q))
+    return poisoned(q.new_empty(out_shape))
 
 
 def _out_strides(q: torch.Tensor, out_shape: tuple[int, ...]) -> tuple[int, ...]:

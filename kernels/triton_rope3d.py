@@ -21,7 +21,7 @@ import triton
 import triton.language as tl
 
 from . import dispatch
-from .triton_common import device_reason, dtype_reason, interpreting, next_pow2
+from .triton_common import device_reason, dtype_reason, interpreting, next_pow2, poisoned
 
 
 @triton.jit
@@ -63,7 +63,7 @@ def _blocks(half: int) -> tuple[int, int, int]:
 
 def _launch(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, sign: int) -> torch.Tensor:
     b, t, s, h, d = x.shape
-    out = torch.empty(x.shape, device=x.device, dtype=x.dtype)
+    out = poisoned(torch.empty(x.shape, device=x.device, dtype=x.dtype))
     nrows = b * t * s * h
     if nrows == 0 or d == 0:
         return out
@@ -125,3 +125,25 @@ def check(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> str | None:
 
 
 dispatch.register("rope3d", "triton", rope3d, check)
+
+
+def aot_kernels() -> list:
+    """Forward (the backward is the same kernel with SIGN=-1) at head dims 64 and 72 (XL/2), bf16;
+    reference shape: q of a B1 T16 S1024 video, H*D = 384."""
+    from .aot import make_spec
+
+    specs = []
+    for d in (64, 72):
+        br, bh, warps = _blocks(d // 2)
+        h = 384 // d
+        n = 16 * 1024 * h * d  # elements of q
+        for sign in (1, -1):
+            specs.append(make_spec(
+                "rope3d_fwd" if sign == 1 else "rope3d_bwd", _rope3d,
+                pointers={"X": "bf16", "Out": "bf16", "COS": "fp32", "SIN": "fp32"},
+                constexprs=dict(SIGN=sign, BLOCK_R=br, BLOCK_HALF=bh),
+                ones=["sx_d", "so_d", "sc_d", "ss_d"],
+                div16=["sx_b", "sx_t", "sx_s", "so_b", "so_t", "so_s", "sc_t", "ss_t"],
+                num_warps=warps, num_stages=1, config=f"D{d} R{br} HALF{bh} w{warps}",
+                shape=f"q [1, 16, 1024, {h}, {d}] bf16", flops=3 * n, nbytes=4 * n + 16 * 1024 * d * 4))
+    return specs

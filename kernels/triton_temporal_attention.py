@@ -39,6 +39,7 @@ from .triton_common import (
     empty_attention_out,
     interpreting,
     next_pow2,
+    poisoned,
     upcast_for,
 )
 
@@ -233,7 +234,7 @@ def _launch_fwd(q, k, v, mask, scale: float):
     lq, h, d = q.shape[-3:]
     lk = k.shape[-3]
     nseq = plan.n0 * plan.n1 * h
-    lse = torch.empty((nseq, lq), device=q.device, dtype=torch.float32)
+    lse = poisoned(torch.empty((nseq, lq), device=q.device, dtype=torch.float32))
     if o.numel() == 0:
         return o, lse
     st = plan.strides
@@ -339,3 +340,35 @@ def check(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_padding_mask: t
 
 
 dispatch.register("attention", "triton", packed_attention, check, priority=10)
+
+
+# ============================================================================ ahead-of-time specs
+def aot_kernels() -> list:
+    """Every kernel x GPU config, bf16 operands (the GPU path, UPCAST off); reference shape: the
+    temporal view of a B1 T16 S1024 video (H*D = 384), i.e. B*S*H sequences of 16 frames."""
+    from .aot import make_spec
+
+    specs = []
+    strides = {k: [f"s{k}{i}" for i in ("0", "1", "l", "h", "d")] for k in ("q", "k", "v", "o", "g", "dk", "dv", "dq")}
+    ones = [s[-1] for s in strides.values()] + ["sml"]
+    div16 = [x for s in strides.values() for x in (s[0], s[1], s[2])] + ["sm0", "sm1", "D"]
+    ptr = {"Q": "bf16", "K": "bf16", "V": "bf16", "Out": "bf16", "DO": "bf16", "DQ": "bf16", "DK": "bf16",
+           "DV": "bf16", "LSE": "fp32", "MASK": "u8"}
+    t, s = 16, 1024
+    for bd in sorted(FWD_CONFIGS):
+        h = 384 // bd
+        nseq = s * h
+        elt = 2 * nseq * t * bd
+        label = f"temporal B1 T{t} S{s} H{h} D{bd}"
+        for name, fn, table, flops, nbytes in (
+                ("packed_fwd", _packed_fwd, FWD_CONFIGS, 4 * nseq * t * t * bd, 4 * elt + 4 * nseq * t),
+                ("packed_bwd", _packed_bwd, BWD_CONFIGS, 10 * nseq * t * t * bd, 8 * elt + 4 * nseq * t)):
+            for blk, w, st in table[bd]:
+                specs.append(make_spec(
+                    name, fn, pointers={p: ty for p, ty in ptr.items() if p in fn.arg_names},
+                    constexprs=dict(HAS_MASK=False, UPCAST=False, DOT_PREC="tf32", BLOCK_M=blk, BLOCK_N=blk,
+                                    BLOCK_D=bd),
+                    floats=("qk_scale", "sm_scale"), ones=[o for o in ones if o in fn.arg_names], div16=div16,
+                    num_warps=w, num_stages=st, config=f"D{bd} M{blk} N{blk} w{w} s{st}", shape=label,
+                    flops=flops, nbytes=nbytes, needs_wgmma=False))
+    return specs
