@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import math
 import random
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -91,8 +92,17 @@ class VideoStream(IterableDataset):
     def _raw(self, worker: int, epoch: int) -> Iterator[dict]:
         cfg = self.cfg
 
+        seen: set[tuple[str, str]] = set()
+
         def handler(exn: Exception) -> bool:  # webdataset stage handler: note the error (counted in order), go on
-            self._tar_errors.append(f"{type(exn).__name__}: {exn}")
+            # webdataset reports a truncated tar twice (member iterator, then shard expander): count it once
+            shard = next((a for a in exn.args if isinstance(a, str) and a in urls), None)
+            if shard is None:
+                m = re.search(r"name='([^']+)'", str(exn.args[0]) if exn.args else "")
+                shard = m.group(1) if m else "?"
+            if (shard, type(exn).__name__) not in seen:
+                seen.add((shard, type(exn).__name__))
+                self._tar_errors.append(f"{shard}: {type(exn).__name__}: {exn.args[0] if exn.args else exn}")
             return True
 
         urls = shards_for(cfg, self.shards, epoch, self.rank, self.world_size, worker, self.num_workers)

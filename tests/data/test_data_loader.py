@@ -249,3 +249,44 @@ def test_dead_worker_is_reported(shard_of, tmp_path, monkeypatch):
     shard_of("00000.tar", [("a", {"mp4": clip_bytes(t=5), "txt": "a"})])
     with pytest.raises(WorkerDiedError, match="worker process died"):
         drain(make_loader(cfg_for(tmp_path / "shards", num_workers=1)))
+
+
+def _truncate(path: str, member: str) -> None:
+    """Cut a tar 300 bytes into ``member``'s data (a download that stopped half-way)."""
+    data = open(path, "rb").read()
+    open(path, "wb").write(data[: data.index(member.encode()) + 512 + 300])
+
+
+def test_truncated_tar_counted_and_stream_goes_on(shard_of, tmp_path):
+    good = clip_bytes(t=5)
+    bad = shard_of("00000.tar", [(f"a{i}", {"mp4": good, "txt": "x"}) for i in range(4)])
+    _truncate(bad, "a2.mp4")
+    shard_of("00001.tar", [(f"b{i}", {"mp4": good, "txt": "x"}) for i in range(2)])
+    loader = make_loader(cfg_for(tmp_path / "shards", batch_size=8))
+    keys = [k for b in drain(loader) for k in b["key"]]
+    assert keys == ["a0", "a1", "b0", "b1"]
+    assert loader.stats() == {"samples": 4, "skipped/tar_error": 1}
+
+
+def test_resume_counts_every_skip_once(shard_of, tmp_path):
+    shard_of("00000.tar", _corrupt_samples("a"))
+    shard_of("00001.tar", _corrupt_samples("b"))
+    shard_of("00002.tar", _corrupt_samples("c"))
+    _truncate(shard_of("00003.tar", _corrupt_samples("d")), "dshort.mp4")
+    cfg = cfg_for(tmp_path / "shards", num_workers=2, batch_size=2, shuffle_buffer=3, epochs=2, seed=1)
+    ref_loader = make_loader(cfg)
+    ref = drain(ref_loader)
+    first = make_loader(cfg)
+    it = iter(first)
+    head = [next(it) for _ in range(5)]
+    del it
+    resumed = make_loader(cfg)
+    resumed.load_state_dict(first.state_dict())
+    got = head + drain(resumed)
+    assert [b["key"] for b in got] == [b["key"] for b in ref]
+    assert resumed.stats() == ref_loader.stats()
+    # two epochs of: 3 whole corrupt-media shards + one cut inside its 7th sample (6 read, 1 good, 1 tar error)
+    assert ref_loader.stats() == {"samples": 2 * (3 * 4 + 1), "skipped/tar_error": 2, "skipped/empty_file": 8,
+                                  "skipped/decode_error": 16, "skipped/unsupported_codec": 8,
+                                  "skipped/no_video_stream": 8, "skipped/no_mp4": 6, "missing_caption": 6,
+                                  "padded/too_short": 6}
