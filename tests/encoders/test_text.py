@@ -108,3 +108,30 @@ def test_tiny_text_encoder_learns_and_round_trips(tmp_path):
     clone = TinyTextEncoder.from_config(enc.config_dict())
     clone.load_state_dict(load_file(str(tmp_path / "text.safetensors")))
     torch.testing.assert_close(clone.encode(texts)[0], enc.encode(texts)[0])
+
+
+@pytest.mark.parametrize("family", ["t5", "clip"])
+def test_hf_encoder_families_from_local_dirs(tmp_path, family):
+    """T5 configs load only the encoder stack, CLIP the text tower; tiny random models + MiniLM's tokenizer."""
+    import shutil
+
+    import transformers
+
+    src = minilm_dir()
+    if family == "t5":
+        cfg = transformers.T5Config(vocab_size=30522, d_model=16, d_kv=8, d_ff=32, num_layers=1, num_heads=2,
+                                    pad_token_id=0, eos_token_id=102, decoder_start_token_id=0)
+        model, expected = transformers.T5ForConditionalGeneration(cfg), "T5EncoderModel"
+    else:
+        cfg = transformers.CLIPTextConfig(vocab_size=30522, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                                          num_attention_heads=2, max_position_embeddings=64, pad_token_id=0,
+                                          bos_token_id=101, eos_token_id=102)
+        model, expected = transformers.CLIPTextModel(cfg), "CLIPTextModel"
+    model.save_pretrained(tmp_path)
+    for f in ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"):
+        shutil.copy(src / f, tmp_path / f)
+    enc = HFTextEncoder.from_local(tmp_path, max_length=10)
+    assert type(enc.model).__name__ == expected and enc.dim == 16
+    tokens, mask = enc.encode(["a red square", "blue"])
+    assert tokens.shape == (2, 10, 16) and mask.sum(1).tolist() == [5, 3]
+    assert torch.isfinite(tokens).all() and (tokens[~mask] == 0).all()
