@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
 from ..config import PRESETS, VideoDiTConfig
 from ..data.config import DataConfig
@@ -209,9 +210,23 @@ def load_train_config(path: str | os.PathLike | None = None, overrides: list[str
         if preset not in PRESETS:
             raise ValueError(f"model.preset: unknown preset {preset!r}; available: {sorted(PRESETS)}")
         schema = OmegaConf.merge(schema, {"model": VideoDiTConfig.from_preset(preset).to_dict()})
-    merged = OmegaConf.merge(schema, *layers) if layers else schema
-    cfg: TrainConfig = OmegaConf.to_object(merged)  # type: ignore[assignment]
+    try:
+        merged = OmegaConf.merge(schema, *layers) if layers else schema
+        cfg: TrainConfig = OmegaConf.to_object(merged)  # type: ignore[assignment]
+    except OmegaConfBaseException as e:  # unknown key / wrong type: one line naming the key
+        raise ConfigError(e) from e
     return cfg.validate()
+
+
+class ConfigError(ValueError):
+    """omegaconf's error on a recipe, as one line: ``model.foo: Key 'foo' not in 'VideoDiTConfig'``."""
+
+    def __init__(self, e: OmegaConfBaseException):
+        key = getattr(e, "full_key", None)
+        msg = str(getattr(e, "msg", None) or e).strip().splitlines()[0]
+        kind = "unknown key" if isinstance(e, (ConfigKeyError, ConfigAttributeError)) else "bad value"
+        super().__init__(f"config {kind} {key}: {msg}" if key else f"config error: {msg}")
+        self.key = key
 
 
 def config_to_yaml(cfg: TrainConfig) -> str:

@@ -111,9 +111,10 @@ class Trainer:
                                       weight_decay=o.weight_decay)
         from .schedule import warmup_cosine
 
+        self.time_progress = 0.0  # fraction of train.max_minutes used (0 without a budget)
         scheduler = torch.optim.lr_scheduler.LambdaLR(
             optimizer, lambda s: warmup_cosine(s, warmup=o.warmup_steps, total=cfg.train.steps,
-                                               min_ratio=o.min_lr_ratio))
+                                               min_ratio=o.min_lr_ratio, progress_floor=self.time_progress))
         self.engine, _, _, _ = deepspeed.initialize(model=module, optimizer=optimizer, lr_scheduler=scheduler,
                                                     config=self.ds_config)
         self.dtype = torch.bfloat16 if self.engine.bfloat16_enabled() else torch.float32
@@ -283,7 +284,8 @@ class Trainer:
                 if not math.isfinite(scalars["loss"]):
                     raise FloatingPointError(f"loss is {scalars['loss']} at step {self.step}: lower optim.lr or "
                                              "check the data")
-                if self.step % cfg.log_every == 0 or self.step == cfg.steps:
+                out_of_time = self._out_of_time(t_start)
+                if self.step % cfg.log_every == 0 or self.step == cfg.steps or out_of_time:
                     stats = self.loader.stats() if hasattr(self.loader, "stats") else {}
                     self.metrics.log(self.step, {**scalars, **{f"loader/{k}": float(v) for k, v in stats.items()}})
                 if bar is not None:
@@ -292,7 +294,6 @@ class Trainer:
                 ckpt._fault_point("after_step", self.step)
                 if self.cfg.sample.every and self.step % self.cfg.sample.every == 0 and self.cfg.sample.prompts:
                     result.samples += self.write_samples(f"step_{self.step:08d}")
-                out_of_time = self._out_of_time(t_start)
                 if self.step % cfg.ckpt_every == 0 or self.step == cfg.steps or out_of_time:
                     result.checkpoint = self.save()
                     last_saved = self.step
@@ -314,14 +315,17 @@ class Trainer:
         return result
 
     def _out_of_time(self, t_start: float) -> bool:
+        """With ``train.max_minutes``: whether time is up (all ranks agree); also advances the lr cosine by time."""
         if self.cfg.train.max_minutes is None:
             return False
-        flag = torch.tensor([float(time.monotonic() - t_start > 60.0 * self.cfg.train.max_minutes)])
+        frac = (time.monotonic() - t_start) / (60.0 * self.cfg.train.max_minutes)
+        flag = torch.tensor([float(frac >= 1.0), frac])
         if self.world_size > 1:  # every rank must agree, or the next collective hangs
             import torch.distributed as dist
 
             dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-        return bool(flag.item() > 0)
+        self.time_progress = min(1.0, float(flag[1]))
+        return bool(flag[0] > 0)
 
     # ------------------------------------------------------------------ outputs
     def plot_loss(self) -> Path:
