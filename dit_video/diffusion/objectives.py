@@ -206,11 +206,15 @@ class GaussianDiffusion(Diffusion):
     def __init__(self, config: DiffusionConfig):
         super().__init__(config)
         self.alphas_cumprod = alphas_cumprod(config.schedule, config.num_train_timesteps, config.zero_terminal_snr)
+        self._tables: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
 
     def alpha_sigma(self, t):
+        if t.device not in self._tables:  # fp32 sqrt tables per device, computed in fp64 once
+            abar = self.alphas_cumprod
+            self._tables[t.device] = (abar.sqrt().float().to(t.device), (1 - abar).sqrt().float().to(t.device))
+        a, s = self._tables[t.device]
         k = t.round().long().clamp(0, self.num_train_timesteps - 1)
-        abar = self.alphas_cumprod.to(t.device)[k]
-        return abar.sqrt().float(), (1 - abar).sqrt().float()
+        return a[k], s[k]
 
     def timesteps_from_unit(self, u):
         n = self.num_train_timesteps

@@ -90,6 +90,14 @@ class DiffusersVAE(VAE):
         blocks = get("block_out_channels", None) or [0]
         self.spatial_downsample = int(get("spatial_compression_ratio", None) or 2 ** (len(blocks) - 1))
         self.temporal_downsample = 1 if self.per_frame else int(get("temporal_compression_ratio", None) or 1)
+        # per-channel normalisation (Wan-style configs: latents_mean / latents_std instead of a scalar factor)
+        mean, std = get("latents_mean", None), get("latents_std", None)
+        self.channel_stats = None
+        if mean is not None and std is not None:
+            self.channel_stats = (torch.tensor(mean, dtype=torch.float32), torch.tensor(std, dtype=torch.float32))
+            if len(mean) != self.latent_channels or len(std) != self.latent_channels:
+                raise ValueError(f"latents_mean/latents_std have {len(mean)}/{len(std)} entries, "
+                                 f"expected latent_channels={self.latent_channels}")
 
     @classmethod
     def from_local(cls, path: str | os.PathLike, *, subfolder: str | None = None,
@@ -107,6 +115,25 @@ class DiffusersVAE(VAE):
                              "(expected AutoencoderKL or a diffusers video VAE)")
         vae = klass.from_pretrained(str(root), subfolder=subfolder, local_files_only=True, torch_dtype=dtype)
         return cls(vae.to(device), **kwargs)
+
+    def _stats(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        shape = (1, -1) + (1,) * (z.dim() - 2)
+        mean, std = self.channel_stats
+        return mean.to(z.device).reshape(shape), std.to(z.device).reshape(shape)
+
+    def normalize(self, z: torch.Tensor) -> torch.Tensor:
+        """Raw VAE latents -> diffusion latents: ``(z - shift) * scale`` (or per-channel ``(z - mean) / std``)."""
+        if self.channel_stats is not None:
+            mean, std = self._stats(z)
+            return (z - mean) / std * self.scaling_factor
+        return (z - self.shift_factor) * self.scaling_factor
+
+    def denormalize(self, z: torch.Tensor) -> torch.Tensor:
+        """The inverse of :meth:`normalize`."""
+        if self.channel_stats is not None:
+            mean, std = self._stats(z)
+            return z / self.scaling_factor * std + mean
+        return z / self.scaling_factor + self.shift_factor
 
     @property
     def dtype(self) -> torch.dtype:
@@ -131,11 +158,11 @@ class DiffusersVAE(VAE):
         _check_video(video, self.in_channels, "video")
         x = video.to(self.dtype)
         z = self._frames(x, self._encode) if self.per_frame else self._encode(x)
-        return ((z.float() - self.shift_factor) * self.scaling_factor).to(video.dtype)
+        return self.normalize(z.float()).to(video.dtype)
 
     @torch.no_grad()
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         _check_video(latents, self.latent_channels, "latents")
-        z = (latents.float() / self.scaling_factor + self.shift_factor).to(self.dtype)
+        z = self.denormalize(latents.float()).to(self.dtype)
         x = self._frames(z, self._decode) if self.per_frame else self._decode(z)
         return x.to(latents.dtype)

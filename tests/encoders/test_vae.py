@@ -79,3 +79,45 @@ def test_diffusers_video_vae_runs_on_the_clip(tmp_path):
         ref = ae.eval().encode(video).latent_dist.mode() * ae.config.scaling_factor
     torch.testing.assert_close(z, ref, rtol=1e-5, atol=1e-5)
     assert vae.decode(z).shape == video.shape
+
+
+class _Dist:
+    def __init__(self, z):
+        self.z = z
+
+    def mode(self):
+        return self.z
+
+
+class _Out:
+    def __init__(self, **kw):
+        self.__dict__.update(kw)
+
+
+class StubVideoVAE(torch.nn.Module):
+    """The diffusers calls a video VAE has (``encode(x).latent_dist``, ``decode(z).sample``, ``config``),
+    with Wan-style per-channel ``latents_mean`` / ``latents_std`` and no scaling factor."""
+
+    def __init__(self):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.tensor(1.0))
+        self.config = {"in_channels": 3, "latent_channels": 3, "latents_mean": [1.0, -2.0, 0.5],
+                       "latents_std": [2.0, 0.5, 4.0], "temporal_compression_ratio": 1, "spatial_compression_ratio": 1}
+
+    def encode(self, x):
+        assert x.dim() == 5  # whole clips, not frames
+        return _Out(latent_dist=_Dist(x * self.w))
+
+    def decode(self, z):
+        return _Out(sample=z / self.w)
+
+
+def test_per_channel_latent_stats():
+    vae = DiffusersVAE(StubVideoVAE())
+    assert not vae.per_frame and vae.scaling_factor == 1.0
+    video = torch.randn(2, 3, 4, 2, 2)
+    z = vae.encode(video)
+    mean = torch.tensor([1.0, -2.0, 0.5]).reshape(1, 3, 1, 1, 1)
+    std = torch.tensor([2.0, 0.5, 4.0]).reshape(1, 3, 1, 1, 1)
+    torch.testing.assert_close(z, (video - mean) / std)
+    torch.testing.assert_close(vae.decode(z), video)
