@@ -290,3 +290,57 @@ def test_resume_counts_every_skip_once(shard_of, tmp_path):
                                   "skipped/decode_error": 16, "skipped/unsupported_codec": 8,
                                   "skipped/no_video_stream": 8, "skipped/no_mp4": 6, "missing_caption": 6,
                                   "padded/too_short": 6}
+
+
+def test_config_is_an_omegaconf_structured_config(shard_of, tmp_path):
+    from omegaconf import OmegaConf
+
+    _numbered_shards(shard_of, 1, 2)
+    base = OmegaConf.structured(DataConfig)
+    cfg = OmegaConf.merge(base, OmegaConf.from_dotlist([f"shards={tmp_path / 'shards'}", "fps=4", "epochs=1",
+                                                        "num_workers=0", "size=8", "num_frames=2"]))
+    assert cfg.fps == 4.0 and cfg.epochs == 1
+    from omegaconf.errors import ValidationError
+
+    with pytest.raises(ValidationError):
+        OmegaConf.merge(base, {"num_frames": "many"})
+    (batch,) = drain(make_loader(cfg))  # a DictConfig is accepted too
+    assert batch["video"].shape == (2, 3, 2, 8, 8)
+    with pytest.raises(ValueError, match="short_clips"):
+        DataConfig(short_clips="drop")
+
+
+def test_target_fps_picks_the_right_source_frames(shard_of, tmp_path):
+    t = 24
+    frames = np.zeros((t, 32, 32, 3), np.uint8)
+    frames[:] = (np.arange(t) * 10)[:, None, None, None]  # frame i has grey level 10 i
+    shard_of("00000.tar", [("ramp", {"mp4": codec_mod.encode_mp4(frames, fps=24), "txt": "ramp"})])
+    for fps, stride, want in [(8.0, 1, [0, 3, 6, 9]), (None, 2, [0, 2, 4, 6])]:
+        cfg = cfg_for(tmp_path / "shards", fps=fps, frame_stride=stride, num_frames=4, size=32, random_start=True,
+                      seed=11)
+        (batch,) = drain(make_loader(cfg))
+        levels = ((batch["video"][0].mean(dim=(0, 2, 3)) + 1) * 127.5 / 10).numpy()
+        steps = np.diff(levels)
+        assert np.allclose(steps, np.diff(want), atol=0.3), (fps, levels)
+
+
+def test_resampled_stream_is_seeded_and_endless(shard_of, tmp_path):
+    _numbered_shards(shard_of, 3, 2)
+    cfg = cfg_for(tmp_path / "shards", resample=True, epochs=None, num_workers=2, shuffle_buffer=2, seed=4)
+
+    def take(loader, n):
+        it = iter(loader)
+        out = [k for _ in range(n) for k in next(it)["key"]]
+        del it
+        return out
+
+    a, b = take(make_loader(cfg), 8), take(make_loader(cfg), 8)
+    assert a == b and len(a) == 16  # 16 > 6 samples: it kept going, drawing shards with replacement
+    other = take(make_loader(cfg_for(tmp_path / "shards", resample=True, epochs=None, num_workers=2,
+                                     shuffle_buffer=2, seed=5)), 8)
+    assert other != a
+    first = make_loader(cfg)
+    head = take(first, 3)
+    resumed = make_loader(cfg)
+    resumed.load_state_dict(first.state_dict())
+    assert head + take(resumed, 5) == a
