@@ -31,7 +31,7 @@ def _device(device, cond_video, generator):
 def sample(diffusion: Diffusion, model_fn: ModelFn, shape, *, sampler: str | None = None, steps: int = 50,
            generator: torch.Generator | None = None, cond_video: torch.Tensor | None = None, cond_frames: int = 0,
            guidance_scale: float = 1.0, uncond_model_fn: ModelFn | None = None, progress: bool = False,
-           device: torch.device | str | None = None, dtype: torch.dtype = torch.float32,
+           device: torch.device | str | None = None, dtype: torch.dtype | None = None,
            noise: torch.Tensor | None = None) -> torch.Tensor:
     """Draw samples of ``shape`` [B, C, T, H, W].
 
@@ -41,8 +41,9 @@ def sample(diffusion: Diffusion, model_fn: ModelFn, shape, *, sampler: str | Non
       at s == 1 only ``model_fn`` runs and its prediction is used as is.
     - ``cond_video`` [B or 1, C, k', H, W]: its first ``cond_frames`` frames (all k' when 0) are
       the output's first frames, exactly; the model gets ``cond_mask`` [B, T] (True on them).
-    - ``device``: default ``cond_video``'s, else the generator's, else CPU; ``noise`` replaces the
-      initial Gaussian draw.
+    - ``device``: default ``cond_video``'s, else the generator's, else CPU (pass the model's device
+      when its generator lives elsewhere); ``dtype`` of the sampler state: default ``cond_video``'s
+      (so that the given frames come back bit-exact), else float32; ``noise`` replaces the initial draw.
     """
     spec = check_sampler(sampler or diffusion.default_sampler, diffusion.objective)
     if len(shape) != 5:
@@ -51,6 +52,8 @@ def sample(diffusion: Diffusion, model_fn: ModelFn, shape, *, sampler: str | Non
         raise ValueError(f"guidance_scale={guidance_scale} needs uncond_model_fn (the unconditional model)")
     b, c, t_len, h, w = shape
     dev = _device(device, cond_video, generator)
+    if dtype is None:
+        dtype = cond_video.dtype if cond_video is not None and cond_video.is_floating_point() else torch.float32
     grid = diffusion.sampling_grid(steps)
 
     cond_mask, cond_full = None, None

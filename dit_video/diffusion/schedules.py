@@ -48,3 +48,11 @@ def shift_time(u: torch.Tensor | float, shift: float) -> torch.Tensor | float:
     if shift == 1.0:
         return u
     return shift * u / (1 + (shift - 1) * u)
+
+
+def shift_for_resolution(num_tokens: int, base_num_tokens: int) -> float:
+    """SD3's timestep shift for an input of ``num_tokens`` when ``shift = 1`` suits ``base_num_tokens``:
+    ``sqrt(num_tokens / base_num_tokens)`` (Esser et al. 2024, Sec. 5.3.2: keep the per-token SNR)."""
+    if num_tokens < 1 or base_num_tokens < 1:
+        raise ValueError(f"token counts must be positive, got {num_tokens} and {base_num_tokens}")
+    return math.sqrt(num_tokens / base_num_tokens)

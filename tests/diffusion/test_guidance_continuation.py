@@ -144,3 +144,10 @@ def test_videodit_continuation_and_long_sampling():
     assert torch.equal(out[:, :, :1], given) and torch.isfinite(out).all()
     long = d.sample_long(fn, (2, 3, 7, 4, 4), window=4, overlap=1, steps=2, cond_video=given)
     assert long.shape == (2, 3, 7, 4, 4) and torch.equal(long[:, :, :1], given)
+
+
+def test_continuation_is_exact_in_the_given_dtype():
+    d = build_diffusion(DiffusionConfig())
+    given = torch.randn(2, 3, 2, 4, 4, dtype=torch.float64) / 3  # not representable in fp32
+    out = d.sample(Recorder(), SHAPE, steps=2, cond_video=given)
+    assert out.dtype == torch.float64 and torch.equal(out[:, :, :2], given)

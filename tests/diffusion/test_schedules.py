@@ -80,3 +80,19 @@ def test_build_from_omegaconf():
     assert build_diffusion(None, objective="v").objective == "v"
     with pytest.raises(Exception, match="timestep_samplingg"):
         OmegaConf.merge(OmegaConf.structured(DiffusionConfig), {"timestep_samplingg": "uniform"})
+
+
+def test_shift_for_resolution_keeps_the_noise_per_token():
+    """Averaging m = 4 i.i.d. tokens of x_t = (1-u) x0 + u eps divides the noise std by 2; the shifted
+    time for 4x the tokens restores the coarse image's signal-to-noise ratio (SD3's argument)."""
+    from dit_video.diffusion.schedules import shift_for_resolution
+
+    s = shift_for_resolution(4 * 1024, 1024)
+    assert s == 2.0
+    for u in (0.2, 0.5, 0.8):
+        v = shift_time(u, s)
+        snr_base = ((1 - u) / u) ** 2
+        snr_avg4 = ((1 - v) / (v / 2)) ** 2  # the mean of 4 tokens: noise std v / sqrt(4)
+        assert snr_avg4 == pytest.approx(snr_base)
+    with pytest.raises(ValueError):
+        shift_for_resolution(0, 10)
