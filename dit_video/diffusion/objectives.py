@@ -147,18 +147,18 @@ class Diffusion:
             raise ValueError(f"model_fn returned shape {tuple(pred.shape)}, expected x0's {tuple(x0.shape)} "
                              "(a learn_sigma model's extra channels must be dropped by the caller)")
         err = (pred.float() - self.target(x0, noise, t).float()).pow(2).mean(dim=(1, 3, 4))  # [B, T]
-        valid = torch.ones_like(err) if mask is None else (~mask).float()
+        valid = torch.ones_like(err, dtype=torch.bool) if mask is None else ~mask
         w = self.loss_weight(t)
         weighted = err if w is None else err * (w[:, None] if w.dim() == 1 else w)
-        denom = valid.sum().clamp_min(1.0)
-        loss = (weighted * valid).sum() / denom
+        denom = valid.sum().clamp_min(1)
+        # where, not a product: whatever the model predicts on clean frames (even inf) cannot reach the loss
+        loss = torch.where(valid, weighted, 0.0).sum() / denom
         t_frames = (t[:, None].expand(b, nt) if t.dim() == 1 else t).float()
-        logs = {
-            "loss": float(loss.detach()),
-            "mse": float((err.detach() * valid).sum() / denom),
-            "t_mean": float((t_frames * valid).sum() / denom / self.num_train_timesteps),
-            "cond_frac": float(mask.any(1).float().mean()) if mask is not None else 0.0,
-        }
+        with torch.no_grad():  # one device sync for all the logged scalars
+            stats = torch.stack([loss.detach(), torch.where(valid, err, 0.0).sum() / denom,
+                                 torch.where(valid, t_frames, 0.0).sum() / denom / self.num_train_timesteps,
+                                 mask.any(1).float().mean() if mask is not None else torch.zeros((), device=dev)])
+        logs = dict(zip(("loss", "mse", "t_mean", "cond_frac"), stats.tolist()))
         return loss, logs
 
     # ---------------------------------------------------------------- sampling
