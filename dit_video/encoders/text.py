@@ -96,6 +96,9 @@ class HFTextEncoder(TextEncoder):
     @torch.no_grad()
     def encode(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         texts = _check_texts(texts)
+        if not texts:
+            return (torch.zeros(0, self.max_length, self.dim, device=self.device),
+                    torch.zeros(0, self.max_length, dtype=torch.bool, device=self.device))
         if self.cache is None:
             return self._run(texts)
         tokens = torch.zeros(len(texts), self.max_length, self.dim, device=self.device)

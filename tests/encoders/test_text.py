@@ -135,3 +135,14 @@ def test_hf_encoder_families_from_local_dirs(tmp_path, family):
     tokens, mask = enc.encode(["a red square", "blue"])
     assert tokens.shape == (2, 10, 16) and mask.sum(1).tolist() == [5, 3]
     assert torch.isfinite(tokens).all() and (tokens[~mask] == 0).all()
+
+
+def test_empty_batches(minilm):
+    enc, _ = minilm
+    tokens, mask = enc.encode([])
+    assert tokens.shape == (0, 12, 384) and mask.shape == (0, 12)
+    tiny = TinyTextEncoder(["red"], dim=8, max_length=3)
+    tokens, mask = tiny.encode([])
+    assert tokens.shape == (0, 3, 8) and mask.shape == (0, 3)
+    with pytest.raises(TypeError, match="list of strings"):
+        tiny.encode("red")
