@@ -148,8 +148,14 @@ def _attn_bwd_dkdv(Q, K, V, DO, LSE, DELTA, MASK, DK, DV,
                    sdv0, sdv1, sdvl, sdvh, sdvd,
                    N1, H, Lq, Lk, D, qk_scale, sm_scale,
                    HAS_MASK: tl.constexpr, UPCAST: tl.constexpr, DOT_PREC: tl.constexpr,
-                   BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr):
-    """dK, dV for one block of keys of one (b0, b1, head), looping over all query blocks."""
+                   BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
+                   COMPUTE_DK: tl.constexpr = True, COMPUTE_DV: tl.constexpr = True):
+    """dK, dV for one block of keys of one (b0, b1, head), looping over all query blocks.
+
+    For head dims > 128 the two [BLOCK_N, D] fp32 accumulators do not fit in registers together;
+    the launcher then runs this kernel twice, once per accumulator (COMPUTE_DK / COMPUTE_DV),
+    recomputing P in each (more FLOPs, no spills).
+    """
     pid_n = tl.program_id(0)
     pid_bh = tl.program_id(1)
     h = pid_bh % H
@@ -191,15 +197,19 @@ def _attn_bwd_dkdv(Q, K, V, DO, LSE, DELTA, MASK, DK, DV,
         delta = tl.load(DELTA + row_base + rows, mask=m_ok, other=0.0)
         st = tl.dot(k, qt, input_precision=DOT_PREC) * qk_scale  # [N, M] base-2 logits
         pt = tl.where(valid[:, None], tl.exp2(st - lse[None, :]), 0.0)
-        dv += tl.dot(pt.to(do.dtype), do, input_precision=DOT_PREC)
-        dpt = tl.dot(v, tl.trans(do), input_precision=DOT_PREC)  # [N, M]
-        dst = pt * (dpt - delta[None, :])
-        dk += tl.dot(dst.to(qt.dtype), tl.trans(qt), input_precision=DOT_PREC)
-    dk = dk * sm_scale
-    tl.store(DK + b0 * sdk0 + b1 * sdk1 + h * sdkh + nrows * sdkl + offs_d[None, :] * sdkd,
-             dk.to(DK.dtype.element_ty), mask=kv_msk)
-    tl.store(DV + b0 * sdv0 + b1 * sdv1 + h * sdvh + nrows * sdvl + offs_d[None, :] * sdvd,
-             dv.to(DV.dtype.element_ty), mask=kv_msk)
+        if COMPUTE_DV:
+            dv += tl.dot(pt.to(do.dtype), do, input_precision=DOT_PREC)
+        if COMPUTE_DK:
+            dpt = tl.dot(v, tl.trans(do), input_precision=DOT_PREC)  # [N, M]
+            dst = pt * (dpt - delta[None, :])
+            dk += tl.dot(dst.to(qt.dtype), tl.trans(qt), input_precision=DOT_PREC)
+    if COMPUTE_DK:
+        dk = dk * sm_scale
+        tl.store(DK + b0 * sdk0 + b1 * sdk1 + h * sdkh + nrows * sdkl + offs_d[None, :] * sdkd,
+                 dk.to(DK.dtype.element_ty), mask=kv_msk)
+    if COMPUTE_DV:
+        tl.store(DV + b0 * sdv0 + b1 * sdv1 + h * sdvh + nrows * sdvl + offs_d[None, :] * sdvd,
+                 dv.to(DV.dtype.element_ty), mask=kv_msk)
 
 
 @triton.jit
@@ -281,7 +291,13 @@ DQ_CONFIGS: dict[int, list[tuple[int, int, int, int]]] = {
     128: [(128, 32, 8, 2), (64, 64, 4, 2)],
     256: [(64, 32, 8, 1), (64, 16, 4, 1)],
 }
+SPLIT_DKDV_ABOVE = 128  # head-dim tile above which dK and dV are computed by separate launches
 INTERP_BLOCK = 16  # interpreter tile: small, so tiny test shapes still cross block boundaries
+
+
+def _delta_block(block_d: int) -> int:
+    """Rows per program of the delta kernel: two [rows, D] tiles stay within ~64 fp32 regs/thread."""
+    return max(16, 4096 // block_d)
 
 
 def _dbucket(block_d: int) -> int:
@@ -302,7 +318,8 @@ def _launcher(kernel, table: dict, block_d: int):
         return kernel
     key = (kernel.__name__, block_d)
     if key not in _tuned:
-        _tuned[key] = triton.autotune(configs=_configs(table, block_d), key=["Lq", "Lk", "D", "HAS_MASK"])(kernel)
+        keys = [a for a in ("Lq", "Lk", "D", "HAS_MASK", "COMPUTE_DK", "COMPUTE_DV") if a in kernel.arg_names]
+        _tuned[key] = triton.autotune(configs=_configs(table, block_d), key=keys)(kernel)
     return _tuned[key]
 
 
@@ -371,17 +388,18 @@ def _launch_bwd(do, q, k, v, o, lse, mask, scale: float):
     st = plan.strides
     block_d = next_pow2(d)
     delta = poisoned(torch.empty_like(lse))
-    bm = 64 if not interpreting() else INTERP_BLOCK
+    bm = _delta_block(block_d) if not interpreting() else INTERP_BLOCK
     _attn_bwd_delta[(triton.cdiv(lq, bm), nbh)](o, do, delta, *st["o"], *st["do"], plan.n1, h, lq, d,
                                                 BLOCK_M=bm, BLOCK_D=block_d)
     mst = st["mask"] if mask is not None else (0, 0, 0)
     common = dict(HAS_MASK=mask is not None, UPCAST=upcast_for(q.dtype), DOT_PREC=dot_precision(q.dtype),
                   BLOCK_D=block_d, **_interp_meta())
     fn = _launcher(_attn_bwd_dkdv, DKDV_CONFIGS, block_d)
-    fn[lambda meta: (triton.cdiv(lk, meta["BLOCK_N"]), nbh)](
-        q, k, v, do, lse, delta, _mask_arg(mask, q), dk, dv,
-        *st["q"], *st["k"], *st["v"], *st["do"], *mst, *st["dk"], *st["dv"],
-        plan.n1, h, lq, lk, d, scale * LOG2E, scale, **common)
+    for which in ([(True, False), (False, True)] if block_d > SPLIT_DKDV_ABOVE else [(True, True)]):
+        fn[lambda meta: (triton.cdiv(lk, meta["BLOCK_N"]), nbh)](
+            q, k, v, do, lse, delta, _mask_arg(mask, q), dk, dv,
+            *st["q"], *st["k"], *st["v"], *st["do"], *mst, *st["dk"], *st["dv"],
+            plan.n1, h, lq, lk, d, scale * LOG2E, scale, COMPUTE_DK=which[0], COMPUTE_DV=which[1], **common)
     fn = _launcher(_attn_bwd_dq, DQ_CONFIGS, block_d)
     fn[lambda meta: (triton.cdiv(lq, meta["BLOCK_M"]), nbh)](
         q, k, v, do, lse, delta, _mask_arg(mask, q), dq,
@@ -475,18 +493,25 @@ def aot_kernels() -> list:
                 ("flash_fwd", _attn_fwd, FWD_CONFIGS, 4 * nh * L * L * d, 4 * elt + 4 * nh * L),
                 ("flash_bwd_dkdv", _attn_bwd_dkdv, DKDV_CONFIGS, 8 * nh * L * L * d, 6 * elt + 8 * nh * L),
                 ("flash_bwd_dq", _attn_bwd_dq, DQ_CONFIGS, 6 * nh * L * L * d, 5 * elt + 8 * nh * L)):
+            variants: list[tuple[str, dict]] = [("", {})]
+            if name == "flash_fwd":
+                variants = [("", {"HAS_MASK": False}), ("_mask", {"HAS_MASK": True})]
+            if name == "flash_bwd_dkdv" and bd > SPLIT_DKDV_ABOVE:  # run as two launches
+                variants = [("_dk", {"COMPUTE_DV": False}), ("_dv", {"COMPUTE_DK": False})]
+                name = "flash_bwd"
             for bm, bn, w, s in table[bd]:
-                for has_mask in (False, True) if name == "flash_fwd" else (False,):
+                for suffix, extra in variants:
                     specs.append(make_spec(
-                        name + ("_mask" if has_mask else ""), fn,
+                        name + suffix, fn,
                         pointers={p: t for p, t in ptr.items() if p in fn.arg_names},
-                        constexprs=dict(HAS_MASK=has_mask, UPCAST=False, DOT_PREC="tf32",
-                                        BLOCK_M=bm, BLOCK_N=bn, BLOCK_D=bd),
+                        constexprs={**dict(HAS_MASK=False, UPCAST=False, DOT_PREC="tf32",
+                                           BLOCK_M=bm, BLOCK_N=bn, BLOCK_D=bd), **extra},
                         floats=("qk_scale", "sm_scale"), ones=[o for o in ones if o in fn.arg_names],
                         div16=div16, num_warps=w, num_stages=s, config=f"D{bd} M{bm} N{bn} w{w} s{s}",
                         shape=label, flops=flops, nbytes=nbytes, needs_wgmma=True))
         specs.append(make_spec(
             "flash_bwd_delta", _attn_bwd_delta, pointers={"Out": "bf16", "DO": "bf16", "DELTA": "fp32"},
-            constexprs=dict(BLOCK_M=64, BLOCK_D=bd), ones=["sod", "sgd"], div16=div16, num_warps=4, num_stages=1,
-            config=f"D{bd} M64 w4", shape=label, flops=2 * nh * L * d, nbytes=2 * elt + 4 * nh * L))
+            constexprs=dict(BLOCK_M=_delta_block(bd), BLOCK_D=bd), ones=["sod", "sgd"], div16=div16, num_warps=4,
+            num_stages=1, config=f"D{bd} M{_delta_block(bd)} w4", shape=label, flops=2 * nh * L * d,
+            nbytes=2 * elt + 4 * nh * L))
     return specs
