@@ -5,9 +5,12 @@ then, in this one process, times
 
 * ``raw_decord``: read the tars, ``decord.VideoReader(BytesIO)`` + ``get_batch`` of the same 16
   frames the loader takes, to uint8 numpy -- the floor of any decord-based loader;
+* ``raw_decord_float``: the same, plus writing each clip as float32 [-1, 1] ``[C, T, H, W]`` into a
+  fresh batch tensor (what any loader with this output format must also do);
 * ``loader_inprocess``: ``make_loader`` with ``num_workers=0`` and ``decode_timeout_s=0``
   (decoding in this process, no sandbox): the pipeline's own overhead (tar reading, shuffle,
   sampling, float conversion to [-1, 1], batching);
+* ``loader_inprocess_uint8``: the same with ``output_dtype="uint8"`` (normalize on the GPU instead);
 * ``loader_sandboxed``: ``num_workers=0`` with the per-sample time limit (decode in a forked child,
   frames back through shared memory);
 * ``loader_1_worker`` / ``loader_2_workers``: DataLoader worker processes (sandboxed), the training setup.
@@ -55,11 +58,39 @@ def _raw_decord(shard_dir: str, num_frames: int) -> int:
     return n
 
 
-def _loader(shard_dir: str, num_frames: int, size: int, num_workers: int, timeout: float) -> int:
+def _raw_decord_float(shard_dir: str, num_frames: int, batch_size: int = 8) -> int:
+    import decord
+    import numpy as np
+    import torch
+
+    decord.bridge.set_bridge("native")
+    n, batch = 0, None
+    for name in sorted(os.listdir(shard_dir)):
+        if not name.endswith(".tar"):
+            continue
+        with tarfile.open(os.path.join(shard_dir, name)) as tar:
+            for m in tar:
+                if not m.name.endswith(".mp4"):
+                    continue
+                vr = decord.VideoReader(io.BytesIO(tar.extractfile(m).read()), num_threads=1)
+                start = (len(vr) - num_frames) // 2
+                x = vr.get_batch(list(range(start, start + num_frames))).asnumpy()
+                if batch is None or n % batch_size == 0:
+                    batch = torch.empty(batch_size, 3, *x.shape[:3])
+                o = batch[n % batch_size].numpy()
+                np.divide(x.transpose(3, 0, 1, 2), np.float32(127.5), out=o, dtype=np.float32)
+                np.subtract(o, np.float32(1.0), out=o)
+                n += 1
+    return n
+
+
+def _loader(shard_dir: str, num_frames: int, size: int, num_workers: int, timeout: float,
+            dtype: str = "float32") -> int:
     from dit_video.data import DataConfig, make_loader
 
     cfg = DataConfig(shards=shard_dir, num_frames=num_frames, size=size, batch_size=8, num_workers=num_workers,
-                     shuffle_buffer=0, epochs=1, random_start=False, random_crop=False, decode_timeout_s=timeout)
+                     shuffle_buffer=0, epochs=1, random_start=False, random_crop=False, decode_timeout_s=timeout,
+                     output_dtype=dtype)
     loader = make_loader(cfg)
     n = 0
     for batch in loader:
@@ -71,10 +102,12 @@ def _loader(shard_dir: str, num_frames: int, size: int, num_workers: int, timeou
 def run(quick: bool = False, out_dir: str | None = None) -> list[dict]:
     """Time the modes above; returns one JSON-able row per mode (and writes data_loader.json to ``out_dir``)."""
     size, frames, src_frames = (64, 16, 24) if quick else (256, 16, 24)
-    num, repeats = (32, 2) if quick else (96, 5)
+    num, repeats = (32, 2) if quick else (96, 3)
     modes = {
         "raw_decord": lambda d: _raw_decord(d, frames),
+        "raw_decord_float": lambda d: _raw_decord_float(d, frames),
         "loader_inprocess": lambda d: _loader(d, frames, size, 0, 0.0),
+        "loader_inprocess_uint8": lambda d: _loader(d, frames, size, 0, 0.0, "uint8"),
         "loader_sandboxed": lambda d: _loader(d, frames, size, 0, 60.0),
         "loader_1_worker": lambda d: _loader(d, frames, size, 1, 60.0),
         "loader_2_workers": lambda d: _loader(d, frames, size, 2, 60.0),
@@ -92,11 +125,17 @@ def run(quick: bool = False, out_dir: str | None = None) -> list[dict]:
                 n = fn(tmp)
                 times[mode].append(n / (time.perf_counter() - t))
     raw = statistics.median(times["raw_decord"])
+    raw_float = statistics.median(times["raw_decord_float"])
+    try:
+        load = os.getloadavg()[0]
+    except OSError:
+        load = None
     rows = []
     for mode, vals in times.items():
         med = statistics.median(vals)
         rows.append({"bench": "data_loader", "mode": mode, "clips_per_s": round(med, 2),
-                     "ratio_vs_raw": round(med / raw, 3), "all_clips_per_s": [round(v, 2) for v in vals],
+                     "ratio_vs_raw": round(med / raw, 3), "ratio_vs_raw_float": round(med / raw_float, 3),
+                     "load_avg_1m": load, "all_clips_per_s": [round(v, 2) for v in vals],
                      "clips": num, "size": size, "frames": frames, "source_frames": src_frames,
                      "repeats": repeats, "shard_write_s": round(write_s, 2), "cpus": os.cpu_count(),
                      "machine": platform.processor() or platform.machine(), "quick": quick})
@@ -115,5 +154,5 @@ if __name__ == "__main__":
     ap.add_argument("--out", default=None)
     a = ap.parse_args()
     for row in run(quick=a.quick, out_dir=a.out):
-        print(f"{row['mode']:<18} {row['clips_per_s']:>8.1f} clips/s  x{row['ratio_vs_raw']:.3f} of raw decord  "
-              f"(runs: {row['all_clips_per_s']})")
+        print(f"{row['mode']:<24} {row['clips_per_s']:>7.1f} clips/s  x{row['ratio_vs_raw']:.3f} of raw decord, "
+              f"x{row['ratio_vs_raw_float']:.3f} of raw decord + float  (runs: {row['all_clips_per_s']})")

@@ -10,7 +10,7 @@ from typing import Any
 
 from .config import DataConfig
 
-__all__ = ["DataConfig", "make_loader", "write_synthetic_shards", "make_shards"]
+__all__ = ["DataConfig", "make_loader", "write_synthetic_shards", "make_shards", "to_float"]
 
 
 def __getattr__(name: str) -> Any:
@@ -18,6 +18,10 @@ def __getattr__(name: str) -> Any:
         from .loader import make_loader
 
         return make_loader
+    if name == "to_float":
+        from .pipeline import to_float
+
+        return to_float
     if name == "write_synthetic_shards":
         from .synthetic import write_synthetic_shards
 

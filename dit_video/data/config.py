@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 SHORT_CLIP_POLICIES = ("pad", "skip")
+OUTPUT_DTYPES = ("float32", "uint8")
 
 
 @dataclass
@@ -35,12 +36,15 @@ class DataConfig:
     decode_timeout_s: float = 60.0  # per-sample limit; decode runs in a sandbox process (0: in-process, no limit)
     epochs: int | None = None  # None: stream forever (epochs advance automatically); N: stop after N epochs
     decode_threads: int = 1  # decoder threads per worker
+    output_dtype: str = "float32"  # "uint8": video stays in [0, 255] (4x fewer bytes); normalize on the GPU
     pin_memory: bool = False
     prefetch_factor: int = 2  # batches prefetched per worker
 
     def __post_init__(self) -> None:
         if self.short_clips not in SHORT_CLIP_POLICIES:
             raise ValueError(f"DataConfig.short_clips must be one of {SHORT_CLIP_POLICIES}, got {self.short_clips!r}")
+        if self.output_dtype not in OUTPUT_DTYPES:
+            raise ValueError(f"DataConfig.output_dtype must be one of {OUTPUT_DTYPES}, got {self.output_dtype!r}")
         for name in ("num_frames", "frame_stride", "size", "batch_size", "decode_threads", "prefetch_factor"):
             if getattr(self, name) < 1:
                 raise ValueError(f"DataConfig.{name} must be >= 1, got {getattr(self, name)}")

@@ -31,7 +31,8 @@ class WorkerDiedError(RuntimeError):
 
 
 class VideoLoader:
-    """Iterable of ``{"video": float32 [B, C, T, H, W] in [-1, 1], "caption": [str], "key": [str]}``.
+    """Iterable of ``{"video": float32 [B, C, T, H, W] in [-1, 1], "caption": [str], "key": [str]}``
+    (uint8 in [0, 255] with ``output_dtype="uint8"``; :func:`dit_video.data.to_float` converts).
 
     Iterating again continues the stream where the last iteration stopped.
     """

@@ -41,6 +41,11 @@ def _rng(*parts: Any) -> random.Random:
     return random.Random(":".join(str(p) for p in parts))  # str seeds hash with sha512: same in every process
 
 
+def to_float(video: torch.Tensor) -> torch.Tensor:
+    """uint8 video in [0, 255] (``output_dtype="uint8"``) -> float32 in [-1, 1], on the tensor's device."""
+    return video.float().div_(127.5).sub_(1.0) if video.dtype == torch.uint8 else video
+
+
 def shards_for(cfg: DataConfig, shards: list[str], epoch: int, rank: int, world_size: int,
                worker: int, num_workers: int) -> list[str]:
     """The shards that (rank, worker) reads in ``epoch``."""
@@ -194,6 +199,9 @@ class VideoStream(IterableDataset):
         if side != size:  # PIL's bilinear resize is antialiased when it shrinks
             x = np.stack([np.asarray(Image.fromarray(f).resize((size, size), Image.BILINEAR)) for f in x])
         o = out.numpy()
+        if o.dtype == np.uint8:  # output_dtype="uint8": normalize later, on the GPU (see to_float)
+            o[...] = x.transpose(3, 0, 1, 2)
+            return
         np.divide(x.transpose(3, 0, 1, 2), np.float32(127.5), out=o, dtype=np.float32)
         np.subtract(o, np.float32(1.0), out=o)
 
@@ -227,7 +235,8 @@ class VideoStream(IterableDataset):
                 counters.warn("decode/pyav_fallback", f"sample {key!r}: decord failed ({info['decord_error']}), "
                               "PyAV decoded it")
             if not batch:
-                video = torch.empty(b, 3, cfg.num_frames, cfg.size, cfg.size)
+                dtype = torch.uint8 if cfg.output_dtype == "uint8" else torch.float32
+                video = torch.empty(b, 3, cfg.num_frames, cfg.size, cfg.size, dtype=dtype)
                 if in_worker:  # in shared memory from the start: the DataLoader then passes it without a copy
                     video.share_memory_()
                 batch = {"video": video, "caption": [], "key": []}

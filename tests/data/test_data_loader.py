@@ -344,3 +344,14 @@ def test_resampled_stream_is_seeded_and_endless(shard_of, tmp_path):
     resumed = make_loader(cfg)
     resumed.load_state_dict(first.state_dict())
     assert head + take(resumed, 5) == a
+
+
+def test_uint8_output_matches_float_output(shard_of, tmp_path):
+    from dit_video.data import to_float
+
+    _numbered_shards(shard_of, 1, 3, h=24, w=40)
+    kw = dict(random_crop=True, random_start=True, seed=2, size=16, batch_size=3)
+    (f,) = drain(make_loader(cfg_for(tmp_path / "shards", **kw)))
+    (u,) = drain(make_loader(cfg_for(tmp_path / "shards", output_dtype="uint8", **kw)))
+    assert u["video"].dtype == torch.uint8 and u["key"] == f["key"]
+    assert torch.allclose(to_float(u["video"]), f["video"], atol=1e-6)
