@@ -1,8 +1,12 @@
 // Short-sequence attention on CPU, read in place from strided [batch..., L, H, D] views (the
-// temporal view [B, S, T, H, D] of a fused QKV projection). One task = one (sequence, head):
-// K is transposed into an fp32 scratch [D, Lk_pad] so that a query's scores are D vector FMAs over
-// the keys (Lk = 16 is one AVX-512 vector), softmax in fp32, o accumulated over the rows of V.
-// Forward saves o and the log-sum-exp; backward recomputes P from them (flash-attention style).
+// temporal view [B, S, T, H, D] of a fused QKV projection); o written through its own strides.
+//
+// One task = one (sequence, head). Its rows are gathered (converted to fp32, zero-padded: rows to a
+// multiple of 4, columns to the vector width) into a per-thread scratch, and the products are tiny
+// register-blocked GEMMs (small_gemm.h): S = Q K^T, P = softmax(S), O = P V. Forward saves o and the
+// log-sum-exp; backward recomputes P from them (flash-attention's recurrences):
+// dP = dO V^T, dS = P (dP - rowsum(dO o)), dQ = dS K, dK = dS^T Q, dV = P^T dO.
+// Fully masked rows: o = 0, lse = +inf, no gradient.
 #include <ATen/Parallel.h>
 
 #include <cmath>
@@ -10,12 +14,15 @@
 #include <vector>
 
 #include "../dit_ops.h"
+#include "small_gemm.h"
 #include "vec_util.h"
 
 namespace dit_video {
 namespace {
 
 using cpu::Vec;
+constexpr int W = Vec::size();
+constexpr float kInf = std::numeric_limits<float>::infinity();
 
 struct BatchIndex {
   int64_t i[kMaxBatchDims];
@@ -37,146 +44,246 @@ inline T* row(const SeqView& v, const BatchIndex& b, int64_t l, int64_t h) {
   return static_cast<T*>(v.ptr) + off;
 }
 
-// Keys allowed for one sequence (1 = attend); returns how many.
-inline int load_mask(const AttnParams& p, const BatchIndex& b, uint8_t* keep) {
+// Additive key mask of one sequence: 0 = attend, -inf = masked or padding (j >= Lk, up to nk).
+// Returns how many keys are allowed.
+inline int load_mask(const AttnParams& p, const BatchIndex& b, int64_t nk, float* madd) {
   int n = 0;
-  for (int j = 0; j < p.lk; ++j) {
-    uint8_t m = 1;
-    if (p.mask) {
+  for (int64_t j = 0; j < nk; ++j) {
+    bool m = j < p.lk;
+    if (m && p.mask) {
       int64_t off = j * p.mask_ls;
       for (int d = 0; d < kMaxBatchDims; ++d) off += b.i[d] * p.mask_bs[d];
-      m = p.mask[off] ? 1 : 0;
+      m = p.mask[off] != 0;
     }
-    keep[j] = m;
+    madd[j] = m ? 0.f : -kInf;
     n += m;
   }
   return n;
 }
 
-// dst[d * ld + j] = row_j[d] for j < lk; padding columns are zero.
-template <typename T>
-void load_transposed(const AttnParams& p, const SeqView& v, const BatchIndex& b, int64_t h, float* tmp, float* dst,
-                     int64_t ld) {
-  std::fill(dst, dst + p.dim * ld, 0.f);
-  for (int j = 0; j < p.lk; ++j) {
-    cpu::to_float(row<const T>(v, b, j, h), tmp, p.dim);
-    for (int d = 0; d < p.dim; ++d) dst[d * ld + j] = tmp[d];
-  }
+inline float reduce_max(const float* x, int64_t n) {
+  Vec m(-kInf);
+  for (int64_t j = 0; j < n; j += W) m = at::vec::maximum(m, Vec::loadu(x + j));
+  return at::vec::vec_reduce_all<float>([](Vec& a, Vec& c) { return at::vec::maximum(a, c); }, m);
 }
 
-// s[0:ld] = sum_d q[d] * kt[d, 0:ld]
-inline void scores(const float* q, const float* kt, int64_t dim, int64_t ld, float* s) {
-  for (int64_t j = 0; j < ld; j += Vec::size()) {
-    Vec acc(0.f);
-    for (int64_t d = 0; d < dim; ++d) acc = at::vec::fmadd(Vec(q[d]), Vec::loadu(kt + d * ld + j), acc);
-    acc.store(s + j);
-  }
+// Padded sizes of one task's tiles.
+struct Dims {
+  int64_t lq, lk, d;  // true sizes
+  int64_t mq, nk, dp;  // Lq -> multiple of 4 and W, Lk -> multiple of W, D -> multiple of W
+  explicit Dims(const AttnParams& p)
+      : lq(p.lq), lk(p.lk), d(p.dim), mq(cpu::round_up(p.lq, W)), nk(cpu::round_up(p.lk, W)),
+        dp(cpu::round_up(p.dim, W)) {}
+};
+
+// A task is one sequence and a group of heads [h0, h1). Rows are gathered row-major over (row, head),
+// which for the token layout (heads adjacent in memory) reads each token's heads as one contiguous
+// run: long sequential reads instead of Lq x H short strided ones.
+struct Task {
+  BatchIndex b;
+  int64_t n, h0, h1;
+};
+
+inline int64_t heads_per_task(const AttnParams& p, const Dims& z, int64_t floats_per_head) {
+  // all heads of a sequence in one task when there are enough sequences to keep every thread busy
+  // and the per-thread scratch stays in L2 (<= 512 KiB)
+  if (p.nbatch < 4 * at::get_num_threads()) return 1;
+  const int64_t fit = std::max<int64_t>(1, (512 * 1024 / 4) / std::max<int64_t>(1, floats_per_head));
+  (void)z;
+  return std::min<int64_t>(p.heads, fit);
+}
+
+// rows [0, L) of heads [h0, h1) -> dst[h - h0][L_pad][dp] fp32 (zero padding)
+template <typename T>
+void gather(const AttnParams& p, const SeqView& v, const Task& t, int64_t L, int64_t L_pad, int64_t dp, float* dst) {
+  const int64_t tile = L_pad * dp;
+  for (int64_t j = 0; j < L; ++j)
+    for (int64_t h = t.h0; h < t.h1; ++h) {
+      float* d = dst + (h - t.h0) * tile + j * dp;
+      cpu::to_float(row<const T>(v, t.b, j, h), d, p.dim);
+      std::fill(d + p.dim, d + dp, 0.f);
+    }
+  for (int64_t h = t.h0; h < t.h1; ++h) std::fill(dst + (h - t.h0) * tile + L * dp, dst + (h - t.h0 + 1) * tile, 0.f);
 }
 
 template <typename T>
-void fwd_impl(const AttnParams& p) {
-  const int64_t D = p.dim, LK = p.lk, LD = cpu::round_up(LK, Vec::size());
-  const int64_t tasks = p.nbatch * p.heads;
-  const float inf = std::numeric_limits<float>::infinity();
-  at::parallel_for(0, tasks, 1, [&](int64_t begin, int64_t end) {
-    std::vector<float> kt(D * LD), vv(LK * D), q(D), o(D), s(LD), tmp(D);
-    std::vector<uint8_t> keep(LK);
-    for (int64_t t = begin; t < end; ++t) {
-      const int64_t n = t / p.heads, h = t % p.heads;
-      const BatchIndex b = unravel(n, p.batch);
-      float* lse = p.lse + t * p.lq;
-      const int allowed = load_mask(p, b, keep.data());
-      if (allowed == 0) {  // fully masked: o = 0, lse = +inf (no gradient)
-        std::fill(o.begin(), o.end(), 0.f);
-        for (int i = 0; i < p.lq; ++i) {
-          cpu::from_float(o.data(), row<T>(p.o, b, i, h), D);
-          lse[i] = inf;
-        }
-        continue;
-      }
-      load_transposed<T>(p, p.k, b, h, tmp.data(), kt.data(), LD);
-      for (int j = 0; j < LK; ++j) cpu::to_float(row<const T>(p.v, b, j, h), vv.data() + j * D, D);
-      for (int i = 0; i < p.lq; ++i) {
-        cpu::to_float(row<const T>(p.q, b, i, h), q.data(), D);
-        for (int64_t d = 0; d < D; ++d) q[d] *= p.scale;
-        scores(q.data(), kt.data(), D, LD, s.data());
-        float mx = -inf;
-        for (int j = 0; j < LK; ++j) {
-          if (!keep[j]) s[j] = -inf;
-          mx = std::max(mx, s[j]);
-        }
-        // p_j = exp(s_j - max) (vectorized over keys; padding and masked keys give 0)
-        for (int64_t j = LK; j < LD; ++j) s[j] = -inf;
-        Vec vsum(0.f);
-        for (int64_t j = 0; j < LD; j += Vec::size()) {
-          Vec e = (Vec::loadu(s.data() + j) - Vec(mx)).exp();
-          e.store(s.data() + j);
-          vsum = vsum + e;
-        }
-        const float sum = at::vec::vec_reduce_all<float>([](Vec& a, Vec& c) { return a + c; }, vsum);
-        std::fill(o.begin(), o.end(), 0.f);
-        for (int j = 0; j < LK; ++j)
-          if (s[j] != 0.f) cpu::axpy(s[j], vv.data() + j * D, o.data(), D);
-        const float inv = 1.f / sum;
-        for (int64_t d = 0; d < D; ++d) o[d] *= inv;
-        cpu::from_float(o.data(), row<T>(p.o, b, i, h), D);
-        lse[i] = mx + std::log(sum);
-      }
+void scatter(const AttnParams& p, const SeqView& v, const Task& t, int64_t L, int64_t L_pad, int64_t dp,
+             const float* src) {
+  for (int64_t j = 0; j < L; ++j)
+    for (int64_t h = t.h0; h < t.h1; ++h)
+      cpu::from_float(src + (h - t.h0) * L_pad * dp + j * dp, row<T>(v, t.b, j, h), p.dim);
+}
+
+// Software prefetch of a task's rows (issued one task ahead: the strided rows of the next sequence
+// stream in while this one computes).
+template <typename T>
+void prefetch(const AttnParams& p, const SeqView& v, const Task& t, int64_t L) {
+  const int64_t bytes = p.dim * int64_t(sizeof(T));
+  for (int64_t j = 0; j < L; ++j)
+    for (int64_t h = t.h0; h < t.h1; ++h) {
+      const char* r = reinterpret_cast<const char*>(row<const T>(v, t.b, j, h));
+      for (int64_t off = 0; off < bytes; off += 64) __builtin_prefetch(r + off, 0, 3);
+    }
+}
+
+inline Task make_task(const AttnParams& p, int64_t i, int64_t hpt) {
+  const int64_t groups = (p.heads + hpt - 1) / hpt;
+  Task t;
+  t.n = i / groups;
+  t.h0 = (i % groups) * hpt;
+  t.h1 = std::min<int64_t>(p.heads, t.h0 + hpt);
+  t.b = unravel(t.n, p.batch);
+  return t;
+}
+
+// fn(task, next task or nullptr)
+template <typename Fn>
+void for_each_task(const AttnParams& p, int64_t hpt, const Fn& fn) {
+  const int64_t groups = (p.heads + hpt - 1) / hpt;
+  at::parallel_for(0, p.nbatch * groups, 1, [&](int64_t begin, int64_t end) {
+    Task t = make_task(p, begin, hpt);
+    for (int64_t i = begin; i < end; ++i) {
+      Task next;
+      if (i + 1 < end) next = make_task(p, i + 1, hpt);
+      fn(t, i + 1 < end ? &next : nullptr);
+      t = next;
     }
   });
 }
 
 template <typename T>
-void bwd_impl(const AttnParams& p) {
-  const int64_t D = p.dim, LK = p.lk, LD = cpu::round_up(LK, Vec::size());
-  const int64_t tasks = p.nbatch * p.heads;
-  const float inf = std::numeric_limits<float>::infinity();
-  at::parallel_for(0, tasks, 1, [&](int64_t begin, int64_t end) {
-    std::vector<float> kt(D * LD), vt(D * LD), kr(LK * D), dk(LK * D), dv(LK * D);
-    std::vector<float> q(D), o(D), dout(D), dq(D), s(LD), dp(LD), tmp(D);
-    std::vector<uint8_t> keep(LK);
-    for (int64_t t = begin; t < end; ++t) {
-      const int64_t n = t / p.heads, h = t % p.heads;
-      const BatchIndex b = unravel(n, p.batch);
-      const float* lse = p.lse + t * p.lq;
-      load_mask(p, b, keep.data());
-      load_transposed<T>(p, p.k, b, h, tmp.data(), kt.data(), LD);
-      load_transposed<T>(p, p.v, b, h, tmp.data(), vt.data(), LD);
-      for (int j = 0; j < LK; ++j) cpu::to_float(row<const T>(p.k, b, j, h), kr.data() + j * D, D);
-      std::fill(dk.begin(), dk.end(), 0.f);
-      std::fill(dv.begin(), dv.end(), 0.f);
-      for (int i = 0; i < p.lq; ++i) {
-        std::fill(dq.begin(), dq.end(), 0.f);
-        if (std::isinf(lse[i])) {  // fully masked row: no gradient
-          cpu::from_float(dq.data(), row<T>(p.dq, b, i, h), D);
+void fwd_impl(const AttnParams& p) {
+  const Dims z(p);
+  const int64_t qn = z.mq * z.dp, kn = z.nk * z.dp, sn = z.mq * z.nk;
+  const int64_t hpt = heads_per_task(p, z, 2 * qn + 3 * kn + sn);
+  // per-thread scratch, allocated once per parallel chunk
+  for_each_task(p, hpt, [&](const Task& t, const Task* next) {
+    if (next) {
+      prefetch<T>(p, p.q, *next, z.lq);
+      prefetch<T>(p, p.k, *next, z.lk);
+      prefetch<T>(p, p.v, *next, z.lk);
+    }
+    thread_local std::vector<float> buf;
+    const int64_t nh = t.h1 - t.h0;
+    buf.resize(nh * (2 * qn + 2 * kn) + kn + sn + z.nk);
+    float* q = buf.data();
+    float* o = q + nh * qn;
+    float* k = o + nh * qn;
+    float* v = k + nh * kn;
+    float* kt = v + nh * kn;
+    float* s = kt + kn;
+    float* madd = s + sn;
+    if (load_mask(p, t.b, z.nk, madd) == 0) {  // fully masked: o = 0, lse = +inf (no gradient)
+      std::fill(o, o + nh * qn, 0.f);
+      scatter<T>(p, p.o, t, z.lq, z.mq, z.dp, o);
+      for (int64_t h = t.h0; h < t.h1; ++h) std::fill(p.lse + (t.n * p.heads + h) * p.lq, p.lse + (t.n * p.heads + h + 1) * p.lq, kInf);
+      return;
+    }
+    gather<T>(p, p.q, t, z.lq, z.mq, z.dp, q);
+    gather<T>(p, p.k, t, z.lk, z.nk, z.dp, k);
+    gather<T>(p, p.v, t, z.lk, z.nk, z.dp, v);
+    for (int64_t h = t.h0; h < t.h1; ++h) {
+      const int64_t hi = h - t.h0;
+      float* lse = p.lse + (t.n * p.heads + h) * p.lq;
+      cpu::transpose(k + hi * kn, z.dp, kt, z.nk, z.nk, z.dp);
+      cpu::gemm(q + hi * qn, z.dp, kt, z.nk, s, z.nk, z.mq, z.nk, z.dp);  // S = Q K^T
+      for (int64_t i = 0; i < z.mq; ++i) {
+        float* si = s + i * z.nk;
+        if (i >= z.lq) {  // padding rows
+          std::fill(si, si + z.nk, 0.f);
           continue;
         }
-        cpu::to_float(row<const T>(p.q, b, i, h), q.data(), D);
-        cpu::to_float(row<const T>(p.o, b, i, h), o.data(), D);
-        cpu::to_float(row<const T>(p.dout, b, i, h), dout.data(), D);
-        const float delta = cpu::dot(dout.data(), o.data(), D);
-        scores(q.data(), kt.data(), D, LD, s.data());
-        scores(dout.data(), vt.data(), D, LD, dp.data());
-        const Vec vscale(p.scale), vlse(lse[i]), vdelta(delta);
-        for (int64_t j = 0; j < LD; j += Vec::size()) {
-          // P = exp(scale * s - lse); dS = P * (dP - delta) * scale
-          Vec pj = (Vec::loadu(s.data() + j) * vscale - vlse).exp();
-          pj.store(s.data() + j);
-          ((Vec::loadu(dp.data() + j) - vdelta) * pj * vscale).store(dp.data() + j);
+        const Vec vscale(p.scale);
+        for (int64_t j = 0; j < z.nk; j += W) at::vec::fmadd(Vec::loadu(si + j), vscale, Vec::loadu(madd + j)).store(si + j);
+        const float mx = reduce_max(si, z.nk);
+        Vec vsum(0.f);
+        for (int64_t j = 0; j < z.nk; j += W) {
+          const Vec e = (Vec::loadu(si + j) - Vec(mx)).exp();
+          e.store(si + j);
+          vsum = vsum + e;
         }
-        for (int j = 0; j < LK; ++j) {
-          if (!keep[j]) continue;
-          cpu::axpy(dp[j], kr.data() + j * D, dq.data(), D);
-          cpu::axpy(s[j], dout.data(), dv.data() + j * D, D);
-          cpu::axpy(dp[j], q.data(), dk.data() + j * D, D);
-        }
-        cpu::from_float(dq.data(), row<T>(p.dq, b, i, h), D);
+        const float sum = at::vec::vec_reduce_all<float>([](Vec& x, Vec& y) { return x + y; }, vsum);
+        const Vec inv(1.f / sum);
+        for (int64_t j = 0; j < z.nk; j += W) (Vec::loadu(si + j) * inv).store(si + j);
+        lse[i] = mx + std::log(sum);
       }
-      for (int j = 0; j < LK; ++j) {
-        cpu::from_float(dk.data() + j * D, row<T>(p.dk, b, j, h), D);
-        cpu::from_float(dv.data() + j * D, row<T>(p.dv, b, j, h), D);
-      }
+      cpu::gemm(s, z.nk, v + hi * kn, z.dp, o + hi * qn, z.dp, z.mq, z.dp, z.nk);  // O = P V
     }
+    scatter<T>(p, p.o, t, z.lq, z.mq, z.dp, o);
+  });
+}
+
+template <typename T>
+void bwd_impl(const AttnParams& p) {
+  const Dims z(p);
+  const int64_t qn = z.mq * z.dp, kn = z.nk * z.dp, sn = z.mq * z.nk;
+  const int64_t hpt = heads_per_task(p, z, 4 * qn + 4 * kn + 4 * sn);
+  for_each_task(p, hpt, [&](const Task& t, const Task* next) {
+    if (next) {
+      prefetch<T>(p, p.q, *next, z.lq);
+      prefetch<T>(p, p.dout, *next, z.lq);
+      prefetch<T>(p, p.o, *next, z.lq);
+      prefetch<T>(p, p.k, *next, z.lk);
+      prefetch<T>(p, p.v, *next, z.lk);
+    }
+    thread_local std::vector<float> buf;
+    const int64_t nh = t.h1 - t.h0;
+    buf.resize(nh * (4 * qn + 4 * kn) + 2 * kn + 4 * sn + z.nk + z.dp);
+    float* q = buf.data();
+    float* dout = q + nh * qn;
+    float* o = dout + nh * qn;
+    float* dq = o + nh * qn;
+    float* k = dq + nh * qn;
+    float* v = k + nh * kn;
+    float* dk = v + nh * kn;
+    float* dv = dk + nh * kn;
+    float* kt = dv + nh * kn;
+    float* vt = kt + kn;
+    float* s = vt + kn;
+    float* dp = s + sn;
+    float* pt = dp + sn;
+    float* dst = pt + sn;
+    float* madd = dst + sn;
+    load_mask(p, t.b, z.nk, madd);
+    gather<T>(p, p.q, t, z.lq, z.mq, z.dp, q);
+    gather<T>(p, p.dout, t, z.lq, z.mq, z.dp, dout);
+    gather<T>(p, p.o, t, z.lq, z.mq, z.dp, o);
+    gather<T>(p, p.k, t, z.lk, z.nk, z.dp, k);
+    gather<T>(p, p.v, t, z.lk, z.nk, z.dp, v);
+    for (int64_t h = t.h0; h < t.h1; ++h) {
+      const int64_t hi = h - t.h0;
+      const float* lse = p.lse + (t.n * p.heads + h) * p.lq;
+      float *qh = q + hi * qn, *doh = dout + hi * qn, *oh = o + hi * qn;
+      cpu::transpose(k + hi * kn, z.dp, kt, z.nk, z.nk, z.dp);
+      cpu::transpose(v + hi * kn, z.dp, vt, z.nk, z.nk, z.dp);
+      cpu::gemm(qh, z.dp, kt, z.nk, s, z.nk, z.mq, z.nk, z.dp);   // S = Q K^T
+      cpu::gemm(doh, z.dp, vt, z.nk, dp, z.nk, z.mq, z.nk, z.dp);  // dP = dO V^T
+      for (int64_t i = 0; i < z.mq; ++i) {
+        float* si = s + i * z.nk;
+        float* di = dp + i * z.nk;
+        if (i >= z.lq || std::isinf(lse[i])) {  // padding or fully masked row: P = dS = 0
+          std::fill(si, si + z.nk, 0.f);
+          std::fill(di, di + z.nk, 0.f);
+          continue;
+        }
+        const float delta = cpu::dot(doh + i * z.dp, oh + i * z.dp, z.d);
+        const Vec vscale(p.scale), vlse(lse[i]), vdelta(delta);
+        for (int64_t j = 0; j < z.nk; j += W) {
+          // P = exp(scale s + mask - lse); dS = P (dP - delta) scale
+          const Vec pj = (at::vec::fmadd(Vec::loadu(si + j), vscale, Vec::loadu(madd + j)) - vlse).exp();
+          pj.store(si + j);
+          ((Vec::loadu(di + j) - vdelta) * pj * vscale).store(di + j);
+        }
+      }
+      cpu::gemm(dp, z.nk, k + hi * kn, z.dp, dq + hi * qn, z.dp, z.mq, z.dp, z.nk);  // dQ = dS K
+      cpu::transpose(s, z.nk, pt, z.mq, z.mq, z.nk);
+      cpu::transpose(dp, z.nk, dst, z.mq, z.mq, z.nk);
+      cpu::gemm(pt, z.mq, doh, z.dp, dv + hi * kn, z.dp, z.nk, z.dp, z.mq);  // dV = P^T dO
+      cpu::gemm(dst, z.mq, qh, z.dp, dk + hi * kn, z.dp, z.nk, z.dp, z.mq);  // dK = dS^T Q
+    }
+    scatter<T>(p, p.dq, t, z.lq, z.mq, z.dp, dq);
+    scatter<T>(p, p.dk, t, z.lk, z.nk, z.dp, dk);
+    scatter<T>(p, p.dv, t, z.lk, z.nk, z.dp, dv);
   });
 }
 
