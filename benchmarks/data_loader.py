@@ -5,8 +5,8 @@ then, in this one process, times
 
 * ``raw_decord``: read the tars, ``decord.VideoReader(BytesIO)`` + ``get_batch`` of the same 16
   frames the loader takes, to uint8 numpy -- the floor of any decord-based loader;
-* ``raw_decord_float``: the same, plus writing each clip as float32 [-1, 1] ``[C, T, H, W]`` into a
-  fresh batch tensor (what any loader with this output format must also do);
+* ``raw_decord_float``: the same, plus writing each clip as float32 [-1, 1] into a fresh batch
+  tensor (channels-last, as the loader stores it): what any loader with this output must also do;
 * ``loader_inprocess``: ``make_loader`` with ``num_workers=0`` and ``decode_timeout_s=0``
   (decoding in this process, no sandbox): the pipeline's own overhead (tar reading, shuffle,
   sampling, float conversion to [-1, 1], batching);
@@ -75,10 +75,10 @@ def _raw_decord_float(shard_dir: str, num_frames: int, batch_size: int = 8) -> i
                 vr = decord.VideoReader(io.BytesIO(tar.extractfile(m).read()), num_threads=1)
                 start = (len(vr) - num_frames) // 2
                 x = vr.get_batch(list(range(start, start + num_frames))).asnumpy()
-                if batch is None or n % batch_size == 0:
-                    batch = torch.empty(batch_size, 3, *x.shape[:3])
+                if batch is None or n % batch_size == 0:  # channels-last, as the loader stores it
+                    batch = torch.empty(batch_size, *x.shape)
                 o = batch[n % batch_size].numpy()
-                np.divide(x.transpose(3, 0, 1, 2), np.float32(127.5), out=o, dtype=np.float32)
+                np.divide(x, np.float32(127.5), out=o, dtype=np.float32)
                 np.subtract(o, np.float32(1.0), out=o)
                 n += 1
     return n

@@ -33,6 +33,9 @@ class WorkerDiedError(RuntimeError):
 class VideoLoader:
     """Iterable of ``{"video": float32 [B, C, T, H, W] in [-1, 1], "caption": [str], "key": [str]}``
     (uint8 in [0, 255] with ``output_dtype="uint8"``; :func:`dit_video.data.to_float` converts).
+    ``video`` is ``torch.channels_last_3d`` in memory (channels fastest), which saves a transposing
+    copy per clip; ``.to(device)`` keeps that layout and Conv3d takes it. Call ``.contiguous()`` where
+    plain NCTHW memory is needed.
 
     Iterating again continues the stream where the last iteration stopped.
     """

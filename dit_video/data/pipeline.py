@@ -185,7 +185,8 @@ class VideoStream(IterableDataset):
         return ""
 
     def _to_tensor(self, frames: np.ndarray, crop: tuple[float, float], out: torch.Tensor) -> None:
-        """Crop the largest centred/random square, resize it to ``size``, write ``[C, T, S, S]`` in [-1, 1].
+        """Crop the largest centred/random square, resize it to ``size``, write it to ``out`` ``[T, S, S, C]``
+        in [-1, 1] (or uint8).
 
         numpy and PIL, single-threaded on purpose: torch's intra-op threads make these small per-sample
         ops up to 100x slower in a busy process (measured: 47 ms vs 0.13 ms for one 64x64 clip).
@@ -198,11 +199,11 @@ class VideoStream(IterableDataset):
         size = self.cfg.size
         if side != size:  # PIL's bilinear resize is antialiased when it shrinks
             x = np.stack([np.asarray(Image.fromarray(f).resize((size, size), Image.BILINEAR)) for f in x])
-        o = out.numpy()
+        o = out.numpy()  # [T, S, S, 3]: the batch is channels-last in memory, so no transposing copy
         if o.dtype == np.uint8:  # output_dtype="uint8": normalize later, on the GPU (see to_float)
-            o[...] = x.transpose(3, 0, 1, 2)
+            o[...] = x
             return
-        np.divide(x.transpose(3, 0, 1, 2), np.float32(127.5), out=o, dtype=np.float32)
+        np.divide(x, np.float32(127.5), out=o, dtype=np.float32)
         np.subtract(o, np.float32(1.0), out=o)
 
     # -- batches -------------------------------------------------------------------------------
@@ -236,17 +237,19 @@ class VideoStream(IterableDataset):
                               "PyAV decoded it")
             if not batch:
                 dtype = torch.uint8 if cfg.output_dtype == "uint8" else torch.float32
-                video = torch.empty(b, 3, cfg.num_frames, cfg.size, cfg.size, dtype=dtype)
+                # [B, T, H, W, C] in memory, handed out as a [B, C, T, H, W] view: torch.channels_last_3d
+                store = torch.empty(b, cfg.num_frames, cfg.size, cfg.size, 3, dtype=dtype)
                 if in_worker:  # in shared memory from the start: the DataLoader then passes it without a copy
-                    video.share_memory_()
-                batch = {"video": video, "caption": [], "key": []}
-            self._to_tensor(frames, job["crop"], batch["video"][len(batch["key"])])
+                    store.share_memory_()
+                batch = {"video": store.permute(0, 4, 1, 2, 3), "caption": [], "key": [], "store": store}
+            self._to_tensor(frames, job["crop"], batch["store"][len(batch["key"])])
             batch["caption"].append(self._caption(job["raw"], key, counters))
             batch["key"].append(key)
             counters.add("samples")
             last_good = job["epoch"]
             if len(batch["key"]) == b:
-                yield {**batch, **self._marker(worker, job["epoch"], job["pos"], counters)}
+                yield {"video": batch["video"], "caption": batch["caption"], "key": batch["key"],
+                       **self._marker(worker, job["epoch"], job["pos"], counters)}
                 batch = {}
 
         prev = None
@@ -263,5 +266,6 @@ class VideoStream(IterableDataset):
             counters.warn("skipped/tar_error", err)
         if batch:  # the last, partial batch of a finite stream
             n = len(batch["key"])
-            yield {**batch, "video": batch["video"][:n], **self._marker(worker, epoch, pos, counters)}
+            yield {"video": batch["video"][:n], "caption": batch["caption"], "key": batch["key"],
+                   **self._marker(worker, epoch, pos, counters)}
         yield self._marker(worker, epoch, pos, counters, end=True)

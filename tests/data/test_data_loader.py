@@ -355,3 +355,11 @@ def test_uint8_output_matches_float_output(shard_of, tmp_path):
     (u,) = drain(make_loader(cfg_for(tmp_path / "shards", output_dtype="uint8", **kw)))
     assert u["video"].dtype == torch.uint8 and u["key"] == f["key"]
     assert torch.allclose(to_float(u["video"]), f["video"], atol=1e-6)
+
+
+def test_video_layout_is_channels_last_3d_view(shard_of, tmp_path):
+    _numbered_shards(shard_of, 1, 2)
+    (batch,) = drain(make_loader(cfg_for(tmp_path / "shards", batch_size=2, num_frames=3, size=8)))
+    v = batch["video"]
+    assert v.shape == (2, 3, 3, 8, 8) and v.is_contiguous(memory_format=torch.channels_last_3d)
+    assert torch.equal(v.contiguous(), v)
