@@ -226,7 +226,7 @@ def test_hanging_and_crashing_decoder_are_skipped(shard_of, tmp_path, monkeypatc
     good = clip_bytes(t=5)
     shard_of("00000.tar", [("a", {"mp4": good, "txt": "a"}), ("hang", {"mp4": b"HANG" + good, "txt": "h"}),
                            ("crash", {"mp4": b"CRASH" + good, "txt": "c"}), ("b", {"mp4": good, "txt": "b"})])
-    loader = make_loader(cfg_for(tmp_path / "shards", decode_timeout_s=1.0, num_workers=num_workers))
+    loader = make_loader(cfg_for(tmp_path / "shards", decode_timeout_s=2.5, num_workers=num_workers))
     start = time.time()
     keys = [k for b in drain(loader) for k in b["key"]]
     assert keys == ["a", "b"]
