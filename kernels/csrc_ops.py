@@ -10,10 +10,12 @@ Triton backend's custom ops of the same namespace):
   (1 + scale) + shift in one pass; saves mean and rstd.
 
 Loading (lazily, on the first dispatch to ``cpu``/``cuda``): a prebuilt ``dit_video._C``
-(``DIT_VIDEO_BUILD_EXT=1 pip install -e .``), else the CPU sources are JIT-built once with
-``torch.utils.cpp_extension.load`` into ``$TORCH_EXTENSIONS_DIR`` (default
-``~/.cache/torch_extensions``), with one log line. No C++ compiler: one warning, and this module
-fails to import, so dispatch falls back to the next backend with that reason.
+(``DIT_VIDEO_BUILD_EXT=1 pip install -e . --no-build-isolation``), else the sources are JIT-built
+once with ``torch.utils.cpp_extension.load`` into ``$TORCH_EXTENSIONS_DIR`` (default
+``~/.cache/torch_extensions``), with one log line: the CPU sources, plus the CUDA ones when a GPU,
+a CUDA torch and nvcc are present. ``dit-video build-ext`` does this ahead of first use. No C++
+compiler: one warning, and this module fails to import, so dispatch falls back to the next backend
+with that reason. The JIT build reads csrc/ from a source checkout (editable install).
 
 The CUDA kernels are compiled here for sm_80 / sm_90a (csrc/ci_build.sh) but this project's
 machines have no GPU: they have never been launched. The ``cuda`` backend registers only when the
@@ -61,35 +63,64 @@ def cpu_capability_flags(capability: str | None = None) -> list[str]:
     return ["-DCPU_CAPABILITY=DEFAULT"]
 
 
-def jit_build(cuda: bool = False, verbose: bool = False) -> str:
+def _cuda_home() -> str | None:
+    """A CUDA toolkit with nvcc, for JIT-building the CUDA kernels (None: CPU sources only)."""
+    for home in (os.environ.get("CUDA_HOME"), os.environ.get("CUDA_PATH"), "/usr/local/cuda"):
+        if home and (Path(home) / "bin" / "nvcc").exists():
+            return home
+    nvcc = shutil.which("nvcc")
+    return str(Path(nvcc).resolve().parent.parent) if nvcc else None
+
+
+def want_cuda() -> bool:
+    """JIT-build the CUDA kernels too: a CUDA build of torch, a visible GPU and nvcc."""
+    return bool(torch.version.cuda) and torch.cuda.is_available() and _cuda_home() is not None
+
+
+def jit_build(cuda: bool | None = None, verbose: bool = False) -> str:
     """Build (or reuse the cached build of) the extension and load it; returns the library path."""
     from torch.utils import cpp_extension
 
     cxx = os.environ.get("CXX", "c++")
     if shutil.which(cxx) is None:
         raise RuntimeError(f"no C++ compiler ({cxx!r} not found): cannot build the dit_video C++ extension")
+    cuda = want_cuda() if cuda is None else cuda
     sources = [str(CSRC / s) for s in CPU_SOURCES]
     cflags = ["-O3", *cpu_capability_flags()]  # torch >= 2.10 headers need (and pass) -std=c++20
     kw: dict = {}
     name = "dit_video_C_cpu"
     if cuda:
+        home = _cuda_home()
+        if home is None:
+            raise RuntimeError("no nvcc found (set CUDA_HOME): cannot build the CUDA kernels")
+        os.environ["CUDA_HOME"] = home
+        cpp_extension.CUDA_HOME = home
+        os.environ.setdefault("TORCH_CUDA_ARCH_LIST", "8.0 9.0a")
         sources += [str(CSRC / s) for s in CUDA_SOURCES]
         cflags.append("-DDIT_VIDEO_WITH_CUDA")
-        kw["extra_cuda_cflags"] = ["-O3", "-Xptxas=-v", "--use_fast_math"]
+        kw["extra_cuda_cflags"] = ["-O3", "--use_fast_math"]
+        try:  # headers of torch's nvidia-* wheels (cusparse.h, ...), which a bare toolkit may lack
+            import nvidia
+
+            kw["extra_include_paths"] = [str(p) for r in nvidia.__path__ for p in Path(r).glob("cu*/include")]
+        except ImportError:
+            pass
         name = "dit_video_C_cuda"
     root = Path(os.environ.get("TORCH_EXTENSIONS_DIR") or Path.home() / ".cache" / "torch_extensions")
     build_dir = root / f"{name}_torch{torch.__version__.replace('+', '_')}"
     build_dir.mkdir(parents=True, exist_ok=True)
-    log.warning("dit_video.kernels: JIT-building the C++ extension %s (once; cached in %s)", name, build_dir)
+    so = build_dir / f"{name}.so"
+    log.warning("dit_video.kernels: %s the C++ extension %s (%s)", "loading or updating" if so.exists() else
+                "JIT-building (once, ~1-2 min)", name, build_dir)
     t0 = time.perf_counter()
     cpp_extension.load(name=name, sources=sources, extra_cflags=cflags, build_directory=str(build_dir),
                        is_python_module=False, verbose=verbose, **kw)
     log.info("dit_video.kernels: %s ready in %.1fs", name, time.perf_counter() - t0)
-    return str(build_dir / f"{name}.so")
+    return str(so)
 
 
 def _load_library() -> str:
-    """Make torch.ops.dit_video.* available: prebuilt dit_video._C, else JIT build. Returns its origin."""
+    """Make torch.ops.dit_video.csrc_* available: prebuilt dit_video._C, else JIT build. Returns its origin."""
     if _op_exists():
         return "already loaded"
     try:
@@ -101,8 +132,9 @@ def _load_library() -> str:
     try:
         return f"JIT {jit_build()}"
     except Exception as e:
-        warnings.warn(f"dit_video: the C++ extension is unavailable ({e}); the cpu/cuda kernel backends are off "
-                      f"(no prebuilt dit_video._C: {prebuilt_error})", RuntimeWarning, stacklevel=2)
+        warnings.warn(f"dit_video: the C++ extension is unavailable ({str(e).splitlines()[0]}); the cpu/cuda "
+                      f"kernel backends are off (no prebuilt dit_video._C: {prebuilt_error})", RuntimeWarning,
+                      stacklevel=2)
         raise
 
 
