@@ -46,6 +46,13 @@ def test_round_trip_folder_to_batches(tmp_path):
                         progress=False)
     assert [os.path.basename(p) for p in paths] == ["00000.tar", "00001.tar"]
     assert json.loads((out / "00000_stats.json").read_text())["successes"] == 3
+    import tarfile
+
+    with tarfile.open(out / "00000.tar") as tar:  # h264 mp4 and nothing asked: the original bytes
+        meta = json.load(tar.extractfile("000000000.json"))
+        assert tar.extractfile("000000000.mp4").read() == (src / meta["source"]).read_bytes()
+        h, w = sizes[os.path.splitext(os.path.basename(meta["source"]))[0]]
+        assert (meta["height"], meta["width"], meta["frames"], meta["fps"]) == (h, w, 7, 8.0)
 
     loader = make_loader(cfg_for(out, size=16, num_frames=4, batch_size=3))
     batches = drain(loader)

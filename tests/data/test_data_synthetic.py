@@ -97,3 +97,17 @@ def test_cli_make_synthetic_and_make_shards(tmp_path, capsys):
     # 12 frames at 12 fps -> 6 at 6 fps -> two 3-frame clips; the broken file is a json-only failed sample
     assert names == ["000000000.mp4", "000000000.json", "000000001.mp4", "000000001.json", "000000002.json"]
     assert (meta["frames"], meta["fps"], meta["height"], meta["width"]) == (3, 6.0, 16, 24)
+
+
+def test_captions_files(tmp_path):
+    from dit_video.data.builder import read_captions
+
+    (tmp_path / "a.csv").write_text("clip1.mp4,a cat, running\nclip2.mp4,\"a dog, sitting\"\n")
+    assert read_captions(str(tmp_path / "a.csv")) == {"clip1.mp4": "a cat", "clip2.mp4": "a dog, sitting"}
+    (tmp_path / "b.jsonl").write_text('{"video": "x.mkv", "text": "snow"}\n\n')
+    assert read_captions(str(tmp_path / "b.jsonl")) == {"x.mkv": "snow"}
+    (tmp_path / "c.txt").write_text("x")
+    with pytest.raises(ValueError, match="use .csv"):
+        read_captions(str(tmp_path / "c.txt"))
+    with pytest.raises(FileNotFoundError):
+        read_captions(str(tmp_path / "missing.csv"))
