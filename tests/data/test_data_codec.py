@@ -70,3 +70,24 @@ def test_bad_media_reasons(data, reason):
     with pytest.raises(DecodeFailure) as e:
         codec.decode_clip(data, ClipPlan(num_frames=2))
     assert e.value.reason == reason
+
+
+def test_sandbox_matches_in_process_and_grows_its_buffer():
+    from dit_video.data.sandbox import DecodeSandbox
+
+    data = clip_bytes(t=6, h=32, w=64)
+    plan = ClipPlan(num_frames=4, frame_stride=1, u_start=0.0)
+    want, _ = codec.decode_clip(data, plan)
+    box = DecodeSandbox(timeout_s=20, capacity=1000)  # smaller than one clip: the child asks for more room
+    try:
+        got, info = box.decode(data, plan)
+        assert np.array_equal(got, want) and box.capacity >= want.nbytes
+        box.submit(b"\x00junk" * 50, plan)
+        with pytest.raises(DecodeFailure) as e:
+            box.collect()
+        assert e.value.reason == codec.DECODE_ERROR
+        got2, _ = box.decode(data, plan)  # the same child goes on after a failed clip
+        assert np.array_equal(got2, want) and box.restarts == 0
+    finally:
+        box.close()
+    assert box.pid is None
