@@ -52,7 +52,6 @@ class VideoLoader:
                 f"{self.num_streams} worker(s): each reader needs at least one shard. Write more, smaller shards "
                 f"(--samples-per-shard), lower data.num_workers, or set data.resample=true")
         self._state = self._initial_state()
-        self._main_counters: dict[str, int] = {}
 
     # -- state ---------------------------------------------------------------------------------
     def _initial_state(self) -> dict[str, Any]:
@@ -88,7 +87,7 @@ class VideoLoader:
 
     def stats(self) -> dict[str, int]:
         """Counters by reason over all workers (``samples``, ``skipped/<reason>``, ``padded/too_short``, ...)."""
-        return merge([w["counters"] for w in self._state["workers"]] + [self._main_counters])
+        return merge([w["counters"] for w in self._state["workers"]])
 
     # -- iteration -----------------------------------------------------------------------------
     def _next_worker(self) -> int | None:
