@@ -104,6 +104,7 @@ class RunConfig:
     log_every: int = 10
     progress: bool = True  # tqdm bar on rank 0
     max_minutes: float | None = None  # stop (with a checkpoint) after this much wall time
+    threads: int | None = None  # torch CPU threads; None: torch's default; 0: auto (1 on a busy machine)
 
 
 @dataclass

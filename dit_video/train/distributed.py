@@ -56,3 +56,23 @@ def barrier() -> None:
 
     if dist.is_initialized():
         dist.barrier()
+
+
+def auto_threads() -> int:
+    """CPU threads for torch: all cores on an idle machine, 1 when the load average already fills the cores
+    (OpenMP worker threads that wait for descheduled siblings make each op many times slower)."""
+    cores = os.cpu_count() or 1
+    try:
+        load = os.getloadavg()[0]
+    except OSError:
+        return cores
+    return 1 if load >= cores - 0.5 else cores
+
+
+def set_threads(threads: int | None) -> int:
+    """Apply ``train.threads`` (None: leave torch's default; 0: :func:`auto_threads`); returns the count in use."""
+    import torch
+
+    if threads is not None:
+        torch.set_num_threads(auto_threads() if threads == 0 else threads)
+    return torch.get_num_threads()

@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,7 +24,7 @@ import torch
 
 from . import checkpoint as ckpt
 from .config import TrainConfig, config_to_yaml, resolve_deepspeed_json
-from .distributed import barrier, device, init_distributed
+from .distributed import barrier, device, init_distributed, set_threads
 from .metrics import MetricsLogger, read_metrics
 
 log = logging.getLogger(__name__)
@@ -86,6 +85,7 @@ class Trainer:
 
         self.rank, self.world_size = init_distributed()
         self.device = device()
+        self.threads = set_threads(cfg.train.threads)
         if cfg.train.deterministic:
             torch.use_deterministic_algorithms(True)
         torch.manual_seed(cfg.train.seed)
@@ -205,7 +205,8 @@ class Trainer:
         return kw
 
     def _micro_step(self, batch: dict[str, Any]) -> tuple[float, dict[str, float], int]:
-        video = batch["video"].to(self.device, torch.float32)
+        video = batch["video"].to(self.device)
+        video = video.float() / 127.5 - 1.0 if video.dtype == torch.uint8 else video.float()  # output_dtype=uint8
         with torch.no_grad():
             x0 = self.vae.encode(video).float()
         kw = self._conditions(list(batch["caption"]), x0.shape[0])
@@ -264,8 +265,9 @@ class Trainer:
         if self.rank == 0:
             self.out_dir.mkdir(parents=True, exist_ok=True)
             (self.out_dir / "config.yaml").write_text(self.config_yaml)
-            log.info("training %s parameters on %d rank(s), %s, ZeRO-%d, steps %d -> %d", f"{self.num_params:,}",
-                     self.world_size, "bf16" if self.dtype == torch.bfloat16 else "fp32",
+            log.info("training %s parameters on %d rank(s) (%d CPU threads), %s, ZeRO-%d, steps %d -> %d",
+                     f"{self.num_params:,}", self.world_size, self.threads,
+                     "bf16" if self.dtype == torch.bfloat16 else "fp32",
                      self.ds_config["zero_optimization"].get("stage", 0), start, cfg.steps)
         result = TrainResult(out_dir=self.out_dir, start_step=start, step=start)
         t_start = time.monotonic()
@@ -374,6 +376,4 @@ class Trainer:
 def train(cfg: TrainConfig, *, recipe_dir: Path | None = None, resume: str | None = None,
           loader: Any = None) -> TrainResult:
     """Build a :class:`Trainer` and run it."""
-    if os.environ.get("DIT_VIDEO_THREADS"):
-        torch.set_num_threads(int(os.environ["DIT_VIDEO_THREADS"]))
     return Trainer(cfg, recipe_dir=recipe_dir, loader=loader, resume=resume).fit()

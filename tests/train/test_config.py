@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from train_helpers import DEMO
 
 from dit_video.cli import main
 from dit_video.train.config import (
@@ -16,8 +17,6 @@ from dit_video.train.config import (
     resolve_deepspeed_json,
 )
 from dit_video.train.export import recipe_from_yaml
-
-from train_helpers import DEMO
 
 
 def test_demo_recipe_loads_with_preset_and_overrides():
