@@ -91,6 +91,15 @@ DType dtype_of(const Tensor& t) {
 
 Tensor unit_last(const Tensor& t) { return t.stride(-1) == 1 ? t : t.contiguous(); }
 
+// The CUDA kernels move 8-element chunks with 16-byte loads/stores.
+void check_cuda_aligned(const Tensor& t, const char* name) {
+  const int64_t vec = 16 / t.element_size();
+  bool ok = reinterpret_cast<uintptr_t>(t.data_ptr()) % 16 == 0 && t.stride(-1) == 1 && t.size(-1) % 8 == 0;
+  for (int64_t d = 0; d + 1 < t.dim(); ++d) ok = ok && (t.size(d) == 1 || t.stride(d) % vec == 0);
+  TORCH_CHECK(ok, "dit_video CUDA kernels: ", name, " must be 16-byte aligned with a last dim that is a multiple "
+              "of 8 (sizes ", t.sizes(), ", strides ", t.strides(), ")");
+}
+
 SeqView seq_view(const Tensor& t) {
   SeqView v;
   v.ptr = t.data_ptr();
@@ -161,6 +170,8 @@ std::tuple<Tensor, Tensor> attention_fwd(const Tensor& q_, const Tensor& k_, con
   a.p.o = seq_view(o);
   a.p.lse = lse.data_ptr<float>();
   if (a.p.nbatch * a.p.heads * a.p.lq == 0) return {o, lse};
+  if (cuda)
+    for (const Tensor* t : {&q, &k, &v}) check_cuda_aligned(*t, "q/k/v");
   if (!cuda) {
     temporal_attention_fwd_cpu(a.p);
   } else {
@@ -196,6 +207,8 @@ std::tuple<Tensor, Tensor, Tensor> attention_bwd(const Tensor& grad_o, const Ten
   a.p.lse = const_cast<float*>(lse_c.data_ptr<float>());
   if (a.p.nbatch * a.p.heads == 0) return {dq, dk, dv};
   if (a.p.lq == 0 || a.p.lk == 0) return {dq.zero_(), dk.zero_(), dv.zero_()};
+  if (cuda)
+    for (const Tensor* t : {&q, &k, &v, &o, &dout}) check_cuda_aligned(*t, "q/k/v/o/grad_o");
   if (!cuda) {
     temporal_attention_bwd_cpu(a.p);
   } else {
@@ -235,7 +248,9 @@ Tensor mod3(const Tensor& m, const AdaLNShape& s, const Tensor& x, const char* n
   TORCH_CHECK((m.dim() == 2 && m.size(0) == s.B && m.size(1) == s.D) ||
                   (m.dim() == 3 && x.dim() >= 4 && m.size(0) == s.B && m.size(1) == s.M && m.size(2) == s.D),
               "dit_video adaLN: ", name, " must be [B, D] or [B, T, D] for x ", x.sizes(), ", got ", m.sizes());
-  return (m.dim() == 2 ? m.unsqueeze(1).expand({s.B, s.M, s.D}) : m).contiguous();
+  Tensor c = (m.dim() == 2 ? m.unsqueeze(1).expand({s.B, s.M, s.D}) : m).contiguous();
+  if (c.is_cuda() && reinterpret_cast<uintptr_t>(c.data_ptr()) % 16) c = c.clone();  // 16-byte loads
+  return c;
 }
 
 void set_strides(int64_t* dst, const Tensor& t4) {
@@ -270,10 +285,12 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> adaln_fwd(const Tensor& x, const std:
   const Tensor x4 = as4(x, s);
   p.x = x4.data_ptr();
   set_strides(p.x_s, x4);
+  if (cuda && x.numel()) check_cuda_aligned(x4, "x");
   Tensor y4, g3, r;
   if (y.has_value()) {
     TORCH_CHECK(y->sizes() == x.sizes() && y->scalar_type() == x.scalar_type(), "x and y must share shape and dtype");
     y4 = as4(*y, s);
+    if (cuda && x.numel()) check_cuda_aligned(y4, "y");
     g3 = mod3(*gate, s, x, "gate");
     p.y = y4.data_ptr();
     set_strides(p.y_s, y4);
@@ -311,6 +328,7 @@ std::vector<Tensor> adaln_bwd(const std::optional<Tensor>& grad_r, const Tensor&
   const Tensor r4 = as4(r, s);
   p.x = r4.data_ptr();
   set_strides(p.x_s, r4);
+  if (cuda && r.numel()) check_cuda_aligned(r4, "r");
   const Tensor go = grad_out.contiguous();
   TORCH_CHECK(go.sizes() == r.sizes() && go.scalar_type() == r.scalar_type(), "grad_out must match r");
   p.grad_out = go.data_ptr();
@@ -330,6 +348,7 @@ std::vector<Tensor> adaln_bwd(const std::optional<Tensor>& grad_r, const Tensor&
   p.dx = dx.data_ptr();
   if (y.has_value()) {
     y4 = as4(*y, s);
+    if (cuda && r.numel()) check_cuda_aligned(y4, "y");
     g3 = mod3(*gate, s, r, "gate");
     p.y = y4.data_ptr();
     set_strides(p.y_s, y4);

@@ -286,6 +286,8 @@ def _attention_check(device: str, max_lk: int, max_d: int):
             return f"Lk {lk} > {max_lk} (short-sequence kernel)"
         if d > max_d:
             return f"head_dim {d} > {max_d}"
+        if key_padding_mask is not None and key_padding_mask.device != q.device:
+            return "key_padding_mask on another device"
         if device == "cuda":
             if lq > max_lk:
                 return f"Lq {lq} > {max_lk}"
@@ -295,9 +297,20 @@ def _attention_check(device: str, max_lk: int, max_d: int):
             for t in (q, k, v):
                 if t.stride(-1) != 1 or any(s % vec for s in t.stride()[:-1]) or t.data_ptr() % 16:
                     return "views not 16-byte aligned"
+            need = _cuda_attention_smem(lq, lk, d, q.element_size())
+            have = torch.cuda.get_device_properties(q.device).shared_memory_per_block_optin
+            if need > have:
+                return f"needs {need} B of shared memory per block, the device has {have}"
         return None
 
     return check
+
+
+def _cuda_attention_smem(lq: int, lk: int, d: int, elt: int) -> int:
+    """Dynamic shared memory of the CUDA backward kernel (the larger one; csrc/cuda/temporal_attention.cu)."""
+    dp = 8 * (4 if d <= 32 else 8 if d <= 64 else 16)
+    floats = (2 * lq * lk + 2 * lq + 3) // 4 * 4
+    return floats * 4 + 2 * (lq + lk) * dp * elt + lk
 
 
 def _adaln_check(device: str, max_width: int | None):
@@ -313,7 +326,8 @@ def _adaln_check(device: str, max_width: int | None):
             if d % 8:
                 return f"width {d} not a multiple of 8 (16-byte loads)"
             vec = 16 // x.element_size()
-            if any(t.stride(-1) != 1 or any(s % vec for s in t.stride()[:-1]) for t in tensors[:2]):
+            if any(t.stride(-1) != 1 or any(s % vec for s in t.stride()[:-1]) or t.data_ptr() % 16
+                   for t in tensors[:2]):
                 return "rows not 16-byte aligned"
         return None
 
