@@ -183,22 +183,22 @@ def gate(row: Row, needs_wgmma: bool) -> list[str]:
     return bad
 
 
-def all_specs() -> list[AotKernel]:
-    """Every kernel x config declared by the Triton kernel modules."""
+def all_specs(arch: str) -> list[AotKernel]:
+    """Every kernel x config the Triton kernel modules declare for ``arch``."""
     from . import triton_adaln, triton_attention, triton_rope3d, triton_temporal_attention
 
     specs: list[AotKernel] = []
     for mod in (triton_attention, triton_temporal_attention, triton_adaln, triton_rope3d):
-        specs += mod.aot_kernels()
+        specs += mod.aot_kernels(arch)
     return specs
 
 
 def run(archs: Iterable[str], only: str | None = None, log: Callable[[str], None] | None = None) -> list[Row]:
     rows = []
-    for spec in all_specs():
-        if only and only not in spec.name:
-            continue
-        for arch in archs:
+    for arch in archs:
+        for spec in all_specs(arch):
+            if only and only not in spec.name:
+                continue
             row = compile_row(spec, arch)
             rows.append(row)
             if log:

@@ -371,7 +371,7 @@ dispatch.register("adaln_modulate", "triton", adaln_modulate, check_modulate)
 
 
 # ============================================================================ ahead-of-time specs
-def aot_kernels() -> list:
+def aot_kernels(arch: str) -> list:
     """Forward/backward, with and without the gated residual, at the S/2 (D 384) and XL/2 (D 1152)
     widths, bf16; reference shape: tokens [1, 16, 1024, D] with per-sample modulation."""
     from .aot import make_spec
@@ -382,6 +382,7 @@ def aot_kernels() -> list:
     ones = [s[-1] for s in list(tok.values()) + list(mods.values())]
     div16 = [x for s in tok.values() for x in s[:-1]] + [x for s in mods.values() for x in s[:-1]] + ["D", "NR"]
     fp32 = {"MEAN", "RSTD", "PART"}
+    pointers = {"X", "Y", "GATE", "SHIFT", "SCALE", "R", "Out", "DOUT", "DR", "DX", "DY"} | fp32
     specs = []
     for d in (384, 1152):
         br, bd, warps = _blocks(d)
@@ -392,8 +393,7 @@ def aot_kernels() -> list:
                                             (f"{kind}_bwd", _adaln_bwd, (6 if res else 3) * n, 20 * n)):
                 specs.append(make_spec(
                     name, fn,
-                    pointers={a: ("fp32" if a in fp32 else "bf16") for a in fn.arg_names if a.isupper()
-                              and a not in ("HAS_RES", "HAS_DR", "BLOCK_R", "BLOCK_D")},
+                    pointers={a: ("fp32" if a in fp32 else "bf16") for a in fn.arg_names if a in pointers},
                     constexprs=dict(HAS_RES=res, BLOCK_R=br, BLOCK_D=bd, **({"HAS_DR": res} if "HAS_DR" in
                                                                                fn.arg_names else {})),
                     floats=("eps",), ones=[o for o in ones if o in fn.arg_names],

@@ -34,6 +34,7 @@ import triton.language as tl
 from . import dispatch
 from .triton_common import (
     AttnPlan,
+    arch_of,
     attention_out_shape,
     attention_plan,
     attention_reason,
@@ -273,24 +274,28 @@ def _attn_bwd_dq(Q, K, V, DO, LSE, DELTA, MASK, DQ,
 
 
 # ============================================================================ configs
-# GPU tile configs per head-dim tile (BLOCK_D); every one is compiled for sm_80 and sm_90a by
-# `dit-video kernels-report`, which fails on spills or shared memory over the limit.
-# (BLOCK_M, BLOCK_N, num_warps, num_stages)
-FWD_CONFIGS: dict[int, list[tuple[int, int, int, int]]] = {
+# GPU tile configs per arch and head-dim tile (BLOCK_D): (BLOCK_M, BLOCK_N, num_warps, num_stages).
+# Every one is compiled for its arch by `dit-video kernels-report`, which fails on any spill,
+# shared memory over the limit, or (sm_90a) a matmul not on wgmma; the lists below are the configs
+# that passed (others tried are in the report's history: 4-warp tiles at D>=128 spill).
+_FWD = {
     64: [(128, 64, 8, 3), (64, 64, 4, 3)],
-    128: [(128, 64, 8, 3), (64, 64, 4, 3)],
-    256: [(64, 64, 8, 2), (64, 32, 4, 2)],
+    128: [(128, 64, 8, 3), (128, 32, 8, 2)],
+    256: [(64, 32, 8, 2), (64, 16, 8, 2)],
 }
-DKDV_CONFIGS: dict[int, list[tuple[int, int, int, int]]] = {
-    64: [(64, 128, 8, 2), (32, 64, 4, 2)],
-    128: [(64, 128, 8, 2), (32, 64, 4, 2)],
-    256: [(32, 64, 8, 1), (16, 64, 4, 1)],
+_DKDV = {
+    64: [(32, 128, 8, 2), (32, 64, 4, 3)],
+    128: [(32, 64, 8, 1)],
+    256: [(16, 64, 8, 1)],
 }
-DQ_CONFIGS: dict[int, list[tuple[int, int, int, int]]] = {
-    64: [(128, 64, 8, 2), (64, 64, 4, 2)],
-    128: [(128, 32, 8, 2), (64, 64, 4, 2)],
-    256: [(64, 32, 8, 1), (64, 16, 4, 1)],
+_DQ = {
+    64: [(128, 64, 8, 2), (64, 32, 4, 2)],
+    128: [(64, 32, 8, 2), (64, 16, 4, 1)],
+    256: [(64, 16, 8, 1)],
 }
+FWD_CONFIGS: dict[str, dict[int, list[tuple[int, int, int, int]]]] = {"sm_80": _FWD, "sm_90a": _FWD}
+DKDV_CONFIGS: dict[str, dict[int, list[tuple[int, int, int, int]]]] = {"sm_80": _DKDV, "sm_90a": _DKDV}
+DQ_CONFIGS: dict[str, dict[int, list[tuple[int, int, int, int]]]] = {"sm_80": dict(_DQ), "sm_90a": _DQ}
 SPLIT_DKDV_ABOVE = 128  # head-dim tile above which dK and dV are computed by separate launches
 INTERP_BLOCK = 16  # interpreter tile: small, so tiny test shapes still cross block boundaries
 
@@ -304,22 +309,23 @@ def _dbucket(block_d: int) -> int:
     return 64 if block_d <= 64 else block_d
 
 
-def _configs(table: dict, block_d: int) -> list[triton.Config]:
+def _configs(table: dict, block_d: int, arch: str) -> list[triton.Config]:
     return [triton.Config({"BLOCK_M": bm, "BLOCK_N": bn}, num_warps=w, num_stages=s)
-            for bm, bn, w, s in table[_dbucket(block_d)]]
+            for bm, bn, w, s in table[arch][_dbucket(block_d)]]
 
 
-_tuned: dict[tuple[str, int], object] = {}
+_tuned: dict[tuple[str, int, str], object] = {}
 
 
-def _launcher(kernel, table: dict, block_d: int):
+def _launcher(kernel, table: dict, block_d: int, device: torch.device):
     """The kernel itself under the interpreter; on the GPU an autotuner over ``table``'s configs."""
     if interpreting():
         return kernel
-    key = (kernel.__name__, block_d)
+    arch = arch_of(device)
+    key = (kernel.__name__, block_d, arch)
     if key not in _tuned:
         keys = [a for a in ("Lq", "Lk", "D", "HAS_MASK", "COMPUTE_DK", "COMPUTE_DV") if a in kernel.arg_names]
-        _tuned[key] = triton.autotune(configs=_configs(table, block_d), key=keys)(kernel)
+        _tuned[key] = triton.autotune(configs=_configs(table, block_d, arch), key=keys)(kernel)
     return _tuned[key]
 
 
@@ -345,7 +351,7 @@ def _launch_fwd(q, k, v, mask, scale: float) -> tuple[torch.Tensor, torch.Tensor
         return o, lse
     st = plan.strides
     block_d = next_pow2(d)
-    fn = _launcher(_attn_fwd, FWD_CONFIGS, block_d)
+    fn = _launcher(_attn_fwd, FWD_CONFIGS, block_d, q.device)
     grid = lambda meta: (triton.cdiv(lq, meta["BLOCK_M"]), nbh)  # noqa: E731
     fn[grid](q, k, v, o, lse, _mask_arg(mask, q),
              *st["q"], *st["k"], *st["v"], *st["o"], *(st["mask"] if mask is not None else (0, 0, 0)),
@@ -394,13 +400,13 @@ def _launch_bwd(do, q, k, v, o, lse, mask, scale: float):
     mst = st["mask"] if mask is not None else (0, 0, 0)
     common = dict(HAS_MASK=mask is not None, UPCAST=upcast_for(q.dtype), DOT_PREC=dot_precision(q.dtype),
                   BLOCK_D=block_d, **_interp_meta())
-    fn = _launcher(_attn_bwd_dkdv, DKDV_CONFIGS, block_d)
+    fn = _launcher(_attn_bwd_dkdv, DKDV_CONFIGS, block_d, q.device)
     for which in ([(True, False), (False, True)] if block_d > SPLIT_DKDV_ABOVE else [(True, True)]):
         fn[lambda meta: (triton.cdiv(lk, meta["BLOCK_N"]), nbh)](
             q, k, v, do, lse, delta, _mask_arg(mask, q), dk, dv,
             *st["q"], *st["k"], *st["v"], *st["do"], *mst, *st["dk"], *st["dv"],
             plan.n1, h, lq, lk, d, scale * LOG2E, scale, COMPUTE_DK=which[0], COMPUTE_DV=which[1], **common)
-    fn = _launcher(_attn_bwd_dq, DQ_CONFIGS, block_d)
+    fn = _launcher(_attn_bwd_dq, DQ_CONFIGS, block_d, q.device)
     fn[lambda meta: (triton.cdiv(lq, meta["BLOCK_M"]), nbh)](
         q, k, v, do, lse, delta, _mask_arg(mask, q), dq,
         *st["q"], *st["k"], *st["v"], *st["do"], *mst, *st["dq"],
@@ -476,8 +482,8 @@ def _ref_shape(d: int) -> tuple[str, int, int, int]:
     return f"spatial B1 T16 S1024 H{h} D{d}", 16 * h, 1024, d
 
 
-def aot_kernels() -> list:
-    """Every kernel x GPU config, bf16 operands on tensor cores (the GPU path, UPCAST off)."""
+def aot_kernels(arch: str) -> list:
+    """Every kernel x GPU config for ``arch``, bf16 operands on tensor cores (the GPU path, UPCAST off)."""
     from .aot import make_spec
 
     specs = []
@@ -486,7 +492,7 @@ def aot_kernels() -> list:
     div16 = [x for s in strides.values() for x in (s[0], s[1], s[2])] + ["sm0", "sm1", "D", "Lq", "Lk"]
     ptr = {"Q": "bf16", "K": "bf16", "V": "bf16", "Out": "bf16", "DO": "bf16", "DQ": "bf16", "DK": "bf16",
            "DV": "bf16", "LSE": "fp32", "DELTA": "fp32", "MASK": "u8"}
-    for bd in sorted(FWD_CONFIGS):
+    for bd in sorted(FWD_CONFIGS[arch]):
         label, nh, L, d = _ref_shape(bd)
         elt = 2 * nh * L * d  # bytes of one q/k/v/o tensor
         for name, fn, table, flops, nbytes in (
@@ -499,7 +505,7 @@ def aot_kernels() -> list:
             if name == "flash_bwd_dkdv" and bd > SPLIT_DKDV_ABOVE:  # run as two launches
                 variants = [("_dk", {"COMPUTE_DV": False}), ("_dv", {"COMPUTE_DK": False})]
                 name = "flash_bwd"
-            for bm, bn, w, s in table[bd]:
+            for bm, bn, w, s in table[arch][bd]:
                 for suffix, extra in variants:
                     specs.append(make_spec(
                         name + suffix, fn,

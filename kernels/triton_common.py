@@ -55,6 +55,12 @@ def device_reason(*tensors: torch.Tensor | None) -> str | None:
     return f"needs a CUDA tensor (got {dev.type}; CPU only with TRITON_INTERPRET=1)"
 
 
+def arch_of(device: torch.device) -> str:
+    """Which tuned config table a CUDA device uses: "sm_80" for Ampere/Ada, "sm_90a" from Hopper on."""
+    major, _ = torch.cuda.get_device_capability(device)
+    return "sm_80" if major < 9 else "sm_90a"
+
+
 def dtype_reason(*tensors: torch.Tensor) -> str | None:
     """Why these dtypes are refused (not all one of fp32/fp16/bf16), or None."""
     dts = {t.dtype for t in tensors}

@@ -127,7 +127,7 @@ def check(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> str | None:
 dispatch.register("rope3d", "triton", rope3d, check)
 
 
-def aot_kernels() -> list:
+def aot_kernels(arch: str) -> list:
     """Forward (the backward is the same kernel with SIGN=-1) at head dims 64 and 72 (XL/2), bf16;
     reference shape: q of a B1 T16 S1024 video, H*D = 384."""
     from .aot import make_spec

@@ -6,9 +6,10 @@ to Lq, Lk <= 64 and head dims <= 128.
 
 Why: the temporal view of ``[B, T, S, 3, H, D]`` is B*S*H tiny sequences (T = 16 frames). A flash
 kernel gives each (sequence, head) its own program with a 64-row tile that is 3/4 empty, and
-its launch and tail costs dominate. Here one program takes G = min(BLOCK_M // Lq, BLOCK_N // Lk)
-whole sequences at once: their rows are stacked into one ``[G*Lq, D]`` query tile and one
-``[G*Lk, D]`` key/value tile, and a block-diagonal mask keeps each sequence to its own keys. The
+its launch and tail costs dominate. Here one program takes G = BLOCK // T_PAD whole sequences at
+once (T_PAD = next power of two >= max(Lq, Lk)): their rows are stacked into one ``[BLOCK, D]``
+query tile and one ``[BLOCK, D]`` key/value tile, and a block-diagonal mask keeps each sequence
+to its own keys. The
 ``tl.dot`` is G times larger than needed, but temporal attention is memory-bound (about T/2
 FLOP/byte in bf16, far below the H100's ~295 FLOP/byte ridge), so the extra tensor-core work is
 free and the kernel's job is to stream q, k, v, o at bandwidth. Consecutive sequences are the
@@ -49,11 +50,24 @@ MAX_HEAD_DIM = 128
 
 # ============================================================================ kernels
 @triton.jit
-def _seq_index(seq, H, N1):
-    """(b0, b1, h) of a flat sequence index seq = (b0 * N1 + b1) * H + h, as int64."""
-    h = seq % H
-    b = seq // H
-    return (b // N1).to(tl.int64), (b % N1).to(tl.int64), h.to(tl.int64)
+def _rows(pid, NSEQ, H, N1, L, s0, s1, sl, sh, T_PAD: tl.constexpr, BLOCK: tl.constexpr):
+    """int64 element offsets [BLOCK] of the rows of program pid's G = BLOCK // T_PAD sequences, and
+    which rows are real. Row r is position r % T_PAD of sequence pid*G + r // T_PAD, and sequence
+    n = (b0 * N1 + b1) * H + h. The (b0, b1, h) split is done on G scalars, not per row."""
+    G: tl.constexpr = BLOCK // T_PAD
+    r = tl.arange(0, BLOCK)
+    g = r // T_PAD
+    t = r % T_PAD
+    off = tl.zeros([BLOCK], tl.int64)
+    for i in tl.static_range(G):
+        seq = pid * G + i
+        h = seq % H
+        b = seq // H
+        base = (b // N1).to(tl.int64) * s0 + (b % N1).to(tl.int64) * s1 + h.to(tl.int64) * sh
+        off = tl.where(g == i, base, off)
+    off += t.to(tl.int64) * sl
+    ok = (t < L) & (pid * G + g < NSEQ)
+    return off, ok
 
 
 @triton.jit
@@ -65,38 +79,27 @@ def _packed_fwd(Q, K, V, Out, LSE, MASK,
                 sm0, sm1, sml,
                 N1, H, NSEQ, Lq, Lk, D, qk_scale,
                 HAS_MASK: tl.constexpr, UPCAST: tl.constexpr, DOT_PREC: tl.constexpr,
-                BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr):
-    G = tl.minimum(BLOCK_M // Lq, BLOCK_N // Lk)  # whole sequences per program
+                T_PAD: tl.constexpr, BLOCK: tl.constexpr, BLOCK_D: tl.constexpr):
     pid = tl.program_id(0)
-    r = tl.arange(0, BLOCK_M)
-    c = tl.arange(0, BLOCK_N)
     offs_d = tl.arange(0, BLOCK_D)
     d_ok = offs_d < D
-    gq = r // Lq
-    tq = r % Lq
-    seq_q = pid * G + gq
-    q_ok = (gq < G) & (seq_q < NSEQ)
-    gk = c // Lk
-    tk = c % Lk
-    seq_k = pid * G + gk
-    k_ok = (gk < G) & (seq_k < NSEQ)
-    b0q, b1q, hq = _seq_index(seq_q, H, N1)
-    b0k, b1k, hk = _seq_index(seq_k, H, N1)
-
-    q_ptrs = Q + (b0q * sq0 + b1q * sq1 + hq * sqh + tq.to(tl.int64) * sql)[:, None] + offs_d[None, :] * sqd
-    q = tl.load(q_ptrs, mask=q_ok[:, None] & d_ok[None, :], other=0.0)
-    krow = b0k * sk0 + b1k * sk1 + hk * skh + tk.to(tl.int64) * skl
-    kt = tl.load(K + krow[None, :] + offs_d[:, None] * skd, mask=k_ok[None, :] & d_ok[:, None], other=0.0)
-    vrow = b0k * sv0 + b1k * sv1 + hk * svh + tk.to(tl.int64) * svl
-    v = tl.load(V + vrow[:, None] + offs_d[None, :] * svd, mask=k_ok[:, None] & d_ok[None, :], other=0.0)
+    r = tl.arange(0, BLOCK)
+    grp = r // T_PAD  # which packed sequence a row / column belongs to
+    q_off, q_ok = _rows(pid, NSEQ, H, N1, Lq, sq0, sq1, sql, sqh, T_PAD, BLOCK)
+    k_off, k_ok = _rows(pid, NSEQ, H, N1, Lk, sk0, sk1, skl, skh, T_PAD, BLOCK)
+    v_off, _ = _rows(pid, NSEQ, H, N1, Lk, sv0, sv1, svl, svh, T_PAD, BLOCK)
+    q = tl.load(Q + q_off[:, None] + offs_d[None, :] * sqd, mask=q_ok[:, None] & d_ok[None, :], other=0.0)
+    kt = tl.load(K + k_off[None, :] + offs_d[:, None] * skd, mask=k_ok[None, :] & d_ok[:, None], other=0.0)
+    v = tl.load(V + v_off[:, None] + offs_d[None, :] * svd, mask=k_ok[:, None] & d_ok[None, :], other=0.0)
     if UPCAST:
         q = q.to(tl.float32)
         kt = kt.to(tl.float32)
         v = v.to(tl.float32)
     col_ok = k_ok
     if HAS_MASK:
-        col_ok = col_ok & (tl.load(MASK + b0k * sm0 + b1k * sm1 + tk * sml, mask=k_ok, other=0) != 0)
-    valid = (gq[:, None] == gk[None, :]) & col_ok[None, :]  # block diagonal: own sequence's keys
+        m_off, _ = _rows(pid, NSEQ, H, N1, Lk, sm0, sm1, sml, 0, T_PAD, BLOCK)
+        col_ok = col_ok & (tl.load(MASK + m_off, mask=k_ok, other=0) != 0)
+    valid = (grp[:, None] == grp[None, :]) & col_ok[None, :]  # block diagonal: own sequence's keys
     s = tl.dot(q, kt, input_precision=DOT_PREC) * qk_scale
     s = tl.where(valid, s, float("-inf"))
     m = tl.max(s, 1)
@@ -106,9 +109,12 @@ def _packed_fwd(Q, K, V, Out, LSE, MASK,
     empty = l_i == 0.0
     o = tl.dot(p.to(v.dtype), v, input_precision=DOT_PREC) / tl.where(empty, 1.0, l_i)[:, None]
     lse = tl.where(empty, float("inf"), m_safe + tl.log2(tl.where(empty, 1.0, l_i)))
-    o_ptrs = Out + (b0q * so0 + b1q * so1 + hq * soh + tq.to(tl.int64) * sol)[:, None] + offs_d[None, :] * sod
-    tl.store(o_ptrs, o.to(Out.dtype.element_ty), mask=q_ok[:, None] & d_ok[None, :])
-    tl.store(LSE + seq_q.to(tl.int64) * Lq + tq, lse, mask=q_ok)
+    o_off, _ = _rows(pid, NSEQ, H, N1, Lq, so0, so1, sol, soh, T_PAD, BLOCK)
+    tl.store(Out + o_off[:, None] + offs_d[None, :] * sod, o.to(Out.dtype.element_ty),
+             mask=q_ok[:, None] & d_ok[None, :])
+    G: tl.constexpr = BLOCK // T_PAD
+    lse_row = (pid * G + grp).to(tl.int64) * Lq + r % T_PAD
+    tl.store(LSE + lse_row, lse, mask=q_ok)
 
 
 @triton.jit
@@ -124,49 +130,37 @@ def _packed_bwd(Q, K, V, Out, DO, LSE, MASK, DQ, DK, DV,
                 sdv0, sdv1, sdvl, sdvh, sdvd,
                 N1, H, NSEQ, Lq, Lk, D, qk_scale, sm_scale,
                 HAS_MASK: tl.constexpr, UPCAST: tl.constexpr, DOT_PREC: tl.constexpr,
-                BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr):
-    G = tl.minimum(BLOCK_M // Lq, BLOCK_N // Lk)
+                T_PAD: tl.constexpr, BLOCK: tl.constexpr, BLOCK_D: tl.constexpr):
     pid = tl.program_id(0)
-    r = tl.arange(0, BLOCK_M)
-    c = tl.arange(0, BLOCK_N)
     offs_d = tl.arange(0, BLOCK_D)
     d_ok = offs_d < D
-    gq = r // Lq
-    tq = r % Lq
-    seq_q = pid * G + gq
-    q_ok = (gq < G) & (seq_q < NSEQ)
-    gk = c // Lk
-    tk = c % Lk
-    seq_k = pid * G + gk
-    k_ok = (gk < G) & (seq_k < NSEQ)
-    b0q, b1q, hq = _seq_index(seq_q, H, N1)
-    b0k, b1k, hk = _seq_index(seq_k, H, N1)
-    tq64 = tq.to(tl.int64)
-    tk64 = tk.to(tl.int64)
+    r = tl.arange(0, BLOCK)
+    grp = r // T_PAD
+    q_off, q_ok = _rows(pid, NSEQ, H, N1, Lq, sq0, sq1, sql, sqh, T_PAD, BLOCK)
+    o_off, _ = _rows(pid, NSEQ, H, N1, Lq, so0, so1, sol, soh, T_PAD, BLOCK)
+    g_off, _ = _rows(pid, NSEQ, H, N1, Lq, sg0, sg1, sgl, sgh, T_PAD, BLOCK)
+    k_off, k_ok = _rows(pid, NSEQ, H, N1, Lk, sk0, sk1, skl, skh, T_PAD, BLOCK)
+    v_off, _ = _rows(pid, NSEQ, H, N1, Lk, sv0, sv1, svl, svh, T_PAD, BLOCK)
     qm = q_ok[:, None] & d_ok[None, :]
     km = k_ok[:, None] & d_ok[None, :]
-
-    q = tl.load(Q + (b0q * sq0 + b1q * sq1 + hq * sqh + tq64 * sql)[:, None] + offs_d[None, :] * sqd,
-                mask=qm, other=0.0)
-    o = tl.load(Out + (b0q * so0 + b1q * so1 + hq * soh + tq64 * sol)[:, None] + offs_d[None, :] * sod,
-                mask=qm, other=0.0)
-    do = tl.load(DO + (b0q * sg0 + b1q * sg1 + hq * sgh + tq64 * sgl)[:, None] + offs_d[None, :] * sgd,
-                 mask=qm, other=0.0)
-    k = tl.load(K + (b0k * sk0 + b1k * sk1 + hk * skh + tk64 * skl)[:, None] + offs_d[None, :] * skd,
-                mask=km, other=0.0)
-    v = tl.load(V + (b0k * sv0 + b1k * sv1 + hk * svh + tk64 * svl)[:, None] + offs_d[None, :] * svd,
-                mask=km, other=0.0)
+    q = tl.load(Q + q_off[:, None] + offs_d[None, :] * sqd, mask=qm, other=0.0)
+    o = tl.load(Out + o_off[:, None] + offs_d[None, :] * sod, mask=qm, other=0.0)
+    do = tl.load(DO + g_off[:, None] + offs_d[None, :] * sgd, mask=qm, other=0.0)
+    k = tl.load(K + k_off[:, None] + offs_d[None, :] * skd, mask=km, other=0.0)
+    v = tl.load(V + v_off[:, None] + offs_d[None, :] * svd, mask=km, other=0.0)
     if UPCAST:
         q = q.to(tl.float32)
         do = do.to(tl.float32)
         k = k.to(tl.float32)
         v = v.to(tl.float32)
     delta = tl.sum(o.to(tl.float32) * do.to(tl.float32), 1)
-    lse = tl.load(LSE + seq_q.to(tl.int64) * Lq + tq, mask=q_ok, other=float("inf"))
+    G: tl.constexpr = BLOCK // T_PAD
+    lse = tl.load(LSE + (pid * G + grp).to(tl.int64) * Lq + r % T_PAD, mask=q_ok, other=float("inf"))
     col_ok = k_ok
     if HAS_MASK:
-        col_ok = col_ok & (tl.load(MASK + b0k * sm0 + b1k * sm1 + tk * sml, mask=k_ok, other=0) != 0)
-    valid = (gq[:, None] == gk[None, :]) & col_ok[None, :]
+        m_off, _ = _rows(pid, NSEQ, H, N1, Lk, sm0, sm1, sml, 0, T_PAD, BLOCK)
+        col_ok = col_ok & (tl.load(MASK + m_off, mask=k_ok, other=0) != 0)
+    valid = (grp[:, None] == grp[None, :]) & col_ok[None, :]
 
     s = tl.dot(q, tl.trans(k), input_precision=DOT_PREC) * qk_scale
     p = tl.where(valid, tl.exp2(s - lse[:, None]), 0.0)  # [M, N]
@@ -175,12 +169,12 @@ def _packed_bwd(Q, K, V, Out, DO, LSE, MASK, DQ, DK, DV,
     ds = p * (dp - delta[:, None])
     dq = tl.dot(ds.to(k.dtype), k, input_precision=DOT_PREC) * sm_scale
     dk = tl.dot(tl.trans(ds.to(q.dtype)), q, input_precision=DOT_PREC) * sm_scale
-    tl.store(DQ + (b0q * sdq0 + b1q * sdq1 + hq * sdqh + tq64 * sdql)[:, None] + offs_d[None, :] * sdqd,
-             dq.to(DQ.dtype.element_ty), mask=qm)
-    tl.store(DK + (b0k * sdk0 + b1k * sdk1 + hk * sdkh + tk64 * sdkl)[:, None] + offs_d[None, :] * sdkd,
-             dk.to(DK.dtype.element_ty), mask=km)
-    tl.store(DV + (b0k * sdv0 + b1k * sdv1 + hk * sdvh + tk64 * sdvl)[:, None] + offs_d[None, :] * sdvd,
-             dv.to(DV.dtype.element_ty), mask=km)
+    dq_off, _ = _rows(pid, NSEQ, H, N1, Lq, sdq0, sdq1, sdql, sdqh, T_PAD, BLOCK)
+    dk_off, _ = _rows(pid, NSEQ, H, N1, Lk, sdk0, sdk1, sdkl, sdkh, T_PAD, BLOCK)
+    dv_off, _ = _rows(pid, NSEQ, H, N1, Lk, sdv0, sdv1, sdvl, sdvh, T_PAD, BLOCK)
+    tl.store(DQ + dq_off[:, None] + offs_d[None, :] * sdqd, dq.to(DQ.dtype.element_ty), mask=qm)
+    tl.store(DK + dk_off[:, None] + offs_d[None, :] * sdkd, dk.to(DK.dtype.element_ty), mask=km)
+    tl.store(DV + dv_off[:, None] + offs_d[None, :] * sdvd, dv.to(DV.dtype.element_ty), mask=km)
 
 
 # ============================================================================ configs
@@ -207,23 +201,25 @@ def _launcher(kernel, table: dict, block_d: int):
         return kernel
     key = (kernel.__name__, block_d)
     if key not in _tuned:
-        cfgs = [triton.Config({"BLOCK_M": b, "BLOCK_N": b}, num_warps=w, num_stages=s)
-                for b, w, s in table[_dbucket(block_d)]]
-        _tuned[key] = triton.autotune(configs=cfgs, key=["Lq", "Lk", "D", "HAS_MASK"])(kernel)
+        cfgs = [triton.Config({"BLOCK": b}, num_warps=w, num_stages=s) for b, w, s in table[_dbucket(block_d)]]
+        _tuned[key] = triton.autotune(configs=cfgs, key=["Lq", "Lk", "D", "HAS_MASK", "T_PAD"])(kernel)
     return _tuned[key]
 
 
-def _meta(lq: int, lk: int) -> dict:
+def _t_pad(lq: int, lk: int) -> int:
+    """Rows reserved per sequence in a tile: the next power of two >= max(Lq, Lk)."""
+    return next_pow2(max(lq, lk), minimum=1)
+
+
+def _meta(t_pad: int) -> dict:
     """Interpreter tile: just big enough to pack 2+ sequences when they are short (tests packing)."""
     if not interpreting():
         return {}
-    b = min(MAX_SEQ, next_pow2(2 * max(lq, lk)))
-    b = max(b, next_pow2(max(lq, lk)))
-    return {"BLOCK_M": b, "BLOCK_N": b}
+    return {"BLOCK": max(16, min(MAX_SEQ, 2 * t_pad), t_pad)}
 
 
-def _grid(nseq: int, lq: int, lk: int):
-    return lambda meta: (triton.cdiv(nseq, min(meta["BLOCK_M"] // lq, meta["BLOCK_N"] // lk)),)
+def _grid(nseq: int, t_pad: int):
+    return lambda meta: (triton.cdiv(nseq, meta["BLOCK"] // t_pad),)
 
 
 def _launch_fwd(q, k, v, mask, scale: float):
@@ -240,12 +236,13 @@ def _launch_fwd(q, k, v, mask, scale: float):
     st = plan.strides
     block_d = next_pow2(d)
     fn = _launcher(_packed_fwd, FWD_CONFIGS, block_d)
-    fn[_grid(nseq, lq, lk)](
+    t_pad = _t_pad(lq, lk)
+    fn[_grid(nseq, t_pad)](
         q, k, v, o, lse, _mask_arg(mask, q),
         *st["q"], *st["k"], *st["v"], *st["o"], *(st["mask"] if mask is not None else (0, 0, 0)),
         plan.n1, h, nseq, lq, lk, d, scale * LOG2E,
         HAS_MASK=mask is not None, UPCAST=upcast_for(q.dtype), DOT_PREC=dot_precision(q.dtype),
-        BLOCK_D=block_d, **_meta(lq, lk))
+        T_PAD=t_pad, BLOCK_D=block_d, **_meta(t_pad))
     return o, lse
 
 
@@ -269,13 +266,14 @@ def _launch_bwd(do, q, k, v, o, lse, mask, scale: float):
     st = plan.strides
     block_d = next_pow2(d)
     fn = _launcher(_packed_bwd, BWD_CONFIGS, block_d)
-    fn[_grid(nseq, lq, lk)](
+    t_pad = _t_pad(lq, lk)
+    fn[_grid(nseq, t_pad)](
         q, k, v, o, do, lse, _mask_arg(mask, q), dq, dk, dv,
         *st["q"], *st["k"], *st["v"], *st["o"], *st["do"], *(st["mask"] if mask is not None else (0, 0, 0)),
         *st["dq"], *st["dk"], *st["dv"],
         plan.n1, h, nseq, lq, lk, d, scale * LOG2E, scale,
         HAS_MASK=mask is not None, UPCAST=upcast_for(q.dtype), DOT_PREC=dot_precision(q.dtype),
-        BLOCK_D=block_d, **_meta(lq, lk))
+        T_PAD=t_pad, BLOCK_D=block_d, **_meta(t_pad))
     return _reduce_grad(dq, q), _reduce_grad(dk, k), _reduce_grad(dv, v)
 
 
@@ -343,7 +341,7 @@ dispatch.register("attention", "triton", packed_attention, check, priority=10)
 
 
 # ============================================================================ ahead-of-time specs
-def aot_kernels() -> list:
+def aot_kernels(arch: str) -> list:
     """Every kernel x GPU config, bf16 operands (the GPU path, UPCAST off); reference shape: the
     temporal view of a B1 T16 S1024 video (H*D = 384), i.e. B*S*H sequences of 16 frames."""
     from .aot import make_spec
@@ -366,9 +364,9 @@ def aot_kernels() -> list:
             for blk, w, st in table[bd]:
                 specs.append(make_spec(
                     name, fn, pointers={p: ty for p, ty in ptr.items() if p in fn.arg_names},
-                    constexprs=dict(HAS_MASK=False, UPCAST=False, DOT_PREC="tf32", BLOCK_M=blk, BLOCK_N=blk,
+                    constexprs=dict(HAS_MASK=False, UPCAST=False, DOT_PREC="tf32", T_PAD=t, BLOCK=blk,
                                     BLOCK_D=bd),
                     floats=("qk_scale", "sm_scale"), ones=[o for o in ones if o in fn.arg_names], div16=div16,
-                    num_warps=w, num_stages=st, config=f"D{bd} M{blk} N{blk} w{w} s{st}", shape=label,
+                    num_warps=w, num_stages=st, config=f"D{bd} T{t} BLOCK{blk} w{w} s{st}", shape=label,
                     flops=flops, nbytes=nbytes, needs_wgmma=False))
     return specs
