@@ -285,8 +285,8 @@ _FWD = {
 }
 _DKDV = {
     64: [(32, 128, 8, 2), (32, 64, 4, 3)],
-    128: [(32, 64, 8, 1)],
-    256: [(16, 64, 8, 1)],
+    128: [(32, 64, 8, 1), (16, 64, 8, 1)],
+    256: [(16, 64, 8, 1)],  # dK and dV in separate launches (SPLIT_DKDV_ABOVE)
 }
 _DQ = {
     64: [(128, 64, 8, 2), (64, 32, 4, 2)],
@@ -295,7 +295,10 @@ _DQ = {
 }
 FWD_CONFIGS: dict[str, dict[int, list[tuple[int, int, int, int]]]] = {"sm_80": _FWD, "sm_90a": _FWD}
 DKDV_CONFIGS: dict[str, dict[int, list[tuple[int, int, int, int]]]] = {"sm_80": _DKDV, "sm_90a": _DKDV}
-DQ_CONFIGS: dict[str, dict[int, list[tuple[int, int, int, int]]]] = {"sm_80": dict(_DQ), "sm_90a": _DQ}
+DQ_CONFIGS: dict[str, dict[int, list[tuple[int, int, int, int]]]] = {
+    "sm_80": {**_DQ, 128: [(32, 64, 8, 2), (32, 32, 4, 2)]},  # mma.sync keeps 64-row dQ in registers: spills
+    "sm_90a": _DQ,
+}
 SPLIT_DKDV_ABOVE = 128  # head-dim tile above which dK and dV are computed by separate launches
 INTERP_BLOCK = 16  # interpreter tile: small, so tiny test shapes still cross block boundaries
 

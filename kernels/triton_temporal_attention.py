@@ -33,6 +33,7 @@ from . import dispatch
 from .triton_attention import LOG2E, _grad_buffer, _mask_arg, _reduce_grad
 from .triton_common import (
     AttnPlan,
+    arch_of,
     attention_out_shape,
     attention_plan,
     attention_reason,
@@ -178,32 +179,43 @@ def _packed_bwd(Q, K, V, Out, DO, LSE, MASK, DQ, DK, DV,
 
 
 # ============================================================================ configs
-# (BLOCK (= BLOCK_M = BLOCK_N), num_warps, num_stages) per head-dim tile. Every config fits
-# any Lq, Lk <= 64; all are compiled for sm_80/sm_90a by `dit-video kernels-report`.
-FWD_CONFIGS: dict[int, list[tuple[int, int, int]]] = {
-    64: [(64, 4, 1), (128, 8, 1)],
-    128: [(64, 4, 1), (64, 8, 1)],
-}
-BWD_CONFIGS: dict[int, list[tuple[int, int, int]]] = {
-    64: [(64, 4, 1), (64, 8, 1)],
-    128: [(64, 8, 1)],
+# (BLOCK, num_warps, num_stages) per arch and head-dim tile; a config serves a call only when
+# BLOCK >= T_PAD (pruned at launch). Every config is compiled for its arch at T_PAD 16 and 64 by
+# `dit-video kernels-report`. On sm_80 the backward's mma.sync accumulators live in registers:
+# 64-row tiles at D 128 spill there, so sm_80 runs D > 64 with T > 32 on the flash kernel.
+_FWD = {64: [(64, 4, 1), (128, 8, 1)], 128: [(64, 4, 1), (64, 8, 1)]}
+FWD_CONFIGS: dict[str, dict[int, list[tuple[int, int, int]]]] = {"sm_80": _FWD, "sm_90a": _FWD}
+BWD_CONFIGS: dict[str, dict[int, list[tuple[int, int, int]]]] = {
+    "sm_80": {64: [(32, 4, 1), (64, 4, 1)], 128: [(32, 4, 1)]},
+    "sm_90a": {64: [(64, 4, 1), (64, 8, 1)], 128: [(64, 8, 1)]},
 }
 
-_tuned: dict[tuple[str, int], object] = {}
+_tuned: dict[tuple[str, int, str], object] = {}
 
 
 def _dbucket(block_d: int) -> int:
     return 64 if block_d <= 64 else 128
 
 
-def _launcher(kernel, table: dict, block_d: int):
+def _prune(configs, named_args, **kwargs):
+    t_pad = kwargs.get("T_PAD", named_args.get("T_PAD", 1))
+    return [c for c in configs if c.kwargs["BLOCK"] >= t_pad]
+
+
+def _launcher(kernel, table: dict, block_d: int, device: torch.device):
     if interpreting():
         return kernel
-    key = (kernel.__name__, block_d)
+    arch = arch_of(device)
+    key = (kernel.__name__, block_d, arch)
     if key not in _tuned:
-        cfgs = [triton.Config({"BLOCK": b}, num_warps=w, num_stages=s) for b, w, s in table[_dbucket(block_d)]]
-        _tuned[key] = triton.autotune(configs=cfgs, key=["Lq", "Lk", "D", "HAS_MASK", "T_PAD"])(kernel)
+        cfgs = [triton.Config({"BLOCK": b}, num_warps=w, num_stages=s) for b, w, s in table[arch][_dbucket(block_d)]]
+        _tuned[key] = triton.autotune(configs=cfgs, key=["Lq", "Lk", "D", "HAS_MASK", "T_PAD"],
+                                      prune_configs_by={"early_config_prune": _prune})(kernel)
     return _tuned[key]
+
+
+def _served(arch: str, block_d: int, t_pad: int) -> bool:
+    return all(any(b >= t_pad for b, _, _ in t[arch][_dbucket(block_d)]) for t in (FWD_CONFIGS, BWD_CONFIGS))
 
 
 def _t_pad(lq: int, lk: int) -> int:
@@ -235,7 +247,7 @@ def _launch_fwd(q, k, v, mask, scale: float):
         return o, lse
     st = plan.strides
     block_d = next_pow2(d)
-    fn = _launcher(_packed_fwd, FWD_CONFIGS, block_d)
+    fn = _launcher(_packed_fwd, FWD_CONFIGS, block_d, q.device)
     t_pad = _t_pad(lq, lk)
     fn[_grid(nseq, t_pad)](
         q, k, v, o, lse, _mask_arg(mask, q),
@@ -265,7 +277,7 @@ def _launch_bwd(do, q, k, v, o, lse, mask, scale: float):
     nseq = plan.n0 * plan.n1 * h
     st = plan.strides
     block_d = next_pow2(d)
-    fn = _launcher(_packed_bwd, BWD_CONFIGS, block_d)
+    fn = _launcher(_packed_bwd, BWD_CONFIGS, block_d, q.device)
     t_pad = _t_pad(lq, lk)
     fn[_grid(nseq, t_pad)](
         q, k, v, o, do, lse, _mask_arg(mask, q), dq, dk, dv,
@@ -334,7 +346,12 @@ def check(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_padding_mask: t
           scale: float | None = None) -> str | None:
     if q.shape[-3] > MAX_SEQ or k.shape[-3] > MAX_SEQ:
         return f"sequence {q.shape[-3]}x{k.shape[-3]} longer than {MAX_SEQ} (packed kernel is for short ones)"
-    return attention_reason(q, k, v, key_padding_mask, MAX_HEAD_DIM)
+    why = attention_reason(q, k, v, key_padding_mask, MAX_HEAD_DIM)
+    if why is None and q.device.type == "cuda":
+        t_pad, block_d = _t_pad(q.shape[-3], k.shape[-3]), next_pow2(q.shape[-1])
+        if not _served(arch_of(q.device), block_d, t_pad):
+            why = f"no spill-free packed config for T {t_pad} x head_dim {q.shape[-1]} on {arch_of(q.device)}"
+    return why
 
 
 dispatch.register("attention", "triton", packed_attention, check, priority=10)
@@ -352,21 +369,23 @@ def aot_kernels(arch: str) -> list:
     div16 = [x for s in strides.values() for x in (s[0], s[1], s[2])] + ["sm0", "sm1", "D"]
     ptr = {"Q": "bf16", "K": "bf16", "V": "bf16", "Out": "bf16", "DO": "bf16", "DQ": "bf16", "DK": "bf16",
            "DV": "bf16", "LSE": "fp32", "MASK": "u8"}
-    t, s = 16, 1024
-    for bd in sorted(FWD_CONFIGS):
+    s = 1024
+    for bd in sorted(FWD_CONFIGS[arch]):
         h = 384 // bd
-        nseq = s * h
-        elt = 2 * nseq * t * bd
-        label = f"temporal B1 T{t} S{s} H{h} D{bd}"
-        for name, fn, table, flops, nbytes in (
-                ("packed_fwd", _packed_fwd, FWD_CONFIGS, 4 * nseq * t * t * bd, 4 * elt + 4 * nseq * t),
-                ("packed_bwd", _packed_bwd, BWD_CONFIGS, 10 * nseq * t * t * bd, 8 * elt + 4 * nseq * t)):
-            for blk, w, st in table[bd]:
-                specs.append(make_spec(
-                    name, fn, pointers={p: ty for p, ty in ptr.items() if p in fn.arg_names},
-                    constexprs=dict(HAS_MASK=False, UPCAST=False, DOT_PREC="tf32", T_PAD=t, BLOCK=blk,
-                                    BLOCK_D=bd),
-                    floats=("qk_scale", "sm_scale"), ones=[o for o in ones if o in fn.arg_names], div16=div16,
-                    num_warps=w, num_stages=st, config=f"D{bd} T{t} BLOCK{blk} w{w} s{st}", shape=label,
-                    flops=flops, nbytes=nbytes, needs_wgmma=False))
+        for name, fn, table in (("packed_fwd", _packed_fwd, FWD_CONFIGS), ("packed_bwd", _packed_bwd, BWD_CONFIGS)):
+            for blk, w, st in table[arch][bd]:
+                for t in (16, 64):
+                    if blk < t:
+                        continue
+                    nseq = s * h
+                    elt = 2 * nseq * t * bd
+                    flops, nbytes = ((4 * nseq * t * t * bd, 4 * elt + 4 * nseq * t) if name == "packed_fwd" else
+                                     (10 * nseq * t * t * bd, 8 * elt + 4 * nseq * t))
+                    specs.append(make_spec(
+                        name, fn, pointers={p: ty for p, ty in ptr.items() if p in fn.arg_names},
+                        constexprs=dict(HAS_MASK=False, UPCAST=False, DOT_PREC="tf32", T_PAD=t, BLOCK=blk,
+                                        BLOCK_D=bd),
+                        floats=("qk_scale", "sm_scale"), ones=[o for o in ones if o in fn.arg_names], div16=div16,
+                        num_warps=w, num_stages=st, config=f"D{bd} T{t} BLOCK{blk} w{w} s{st}",
+                        shape=f"temporal B1 T{t} S{s} H{h} D{bd}", flops=flops, nbytes=nbytes, needs_wgmma=False))
     return specs
