@@ -122,7 +122,7 @@ void prefetch(const AttnParams& p, const SeqView& v, const Task& t, int64_t L) {
   for (int64_t j = 0; j < L; ++j)
     for (int64_t h = t.h0; h < t.h1; ++h) {
       const char* r = reinterpret_cast<const char*>(row<const T>(v, t.b, j, h));
-      for (int64_t off = 0; off < bytes; off += 64) __builtin_prefetch(r + off, 0, 3);
+      for (int64_t off = 0; off < bytes; off += 64) __builtin_prefetch(r + off, 0, 2);
     }
 }
 
