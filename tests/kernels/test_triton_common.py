@@ -114,3 +114,40 @@ def test_device_reason_refuses_cpu_without_interpreter(monkeypatch):
     assert triton_common.device_reason(x) is None  # conftest sets TRITON_INTERPRET=1
     monkeypatch.setenv("TRITON_INTERPRET", "0")
     assert "CUDA" in triton_common.device_reason(x)
+
+
+def test_compare_catches_wrong_kernels():
+    """The harness is not vacuous: a slightly wrong op, a wrong gradient, or an unwritten element fail."""
+    from dit_video.kernels.reference import attention_ref
+
+    q, k, v = (torch.randn(1, 5, 1, 8, generator=torch.Generator().manual_seed(i)) for i in range(3))
+    compare(attention_ref, attention_ref, [q, k, v])  # the reference against itself passes
+
+    def off_scale(q, k, v):
+        return attention_ref(q, k, v, scale=8 ** -0.5 * 1.001)
+
+    with pytest.raises(AssertionError, match="out0"):
+        compare(off_scale, attention_ref, [q, k, v])
+
+    class WrongGrad(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x):
+            return x.clone()
+
+        @staticmethod
+        def backward(ctx, g):
+            return g * 1.001
+
+    def wrong_grad(q, k, v):
+        return attention_ref(WrongGrad.apply(q), k, v)
+
+    with pytest.raises(AssertionError, match="grad0"):
+        compare(wrong_grad, attention_ref, [q, k, v])
+
+    def unwritten(q, k, v):
+        o = attention_ref(q, k, v).clone()
+        o[0, -1, 0, -1] = float("nan")
+        return o
+
+    with pytest.raises(AssertionError, match="non-finite"):
+        compare(unwritten, attention_ref, [q, k, v], check_grads=False)
