@@ -7,6 +7,9 @@ Candidates, per op:
 - ``sdpa`` (attention only): ``F.scaled_dot_product_attention`` the way a user writes it around
   token-layout tensors: ``permute(...).contiguous()`` of q, k, v to heads-first, SDPA, and o copied
   back to token layout (cross attention: text k/v repeated per frame, as diffusers does).
+- ``flash-attn`` (attention only): the ``flash_attn`` package called directly
+  (``flash_attn_func`` on ``[N, L, H, D]``, reshaped as a user would), independent of whether
+  ``dit_video.kernels`` wires it as its ``flash`` backend. CUDA, fp16/bf16, no padding masks.
 - ``triton``, ``cpu``, ``cuda``, ``flash``: the public op forced to that backend of
   ``dit_video.kernels``. Whether it exists is asked of the dispatcher (``available`` / ``resolve``);
   when it cannot serve the call the row says ``absent`` with the dispatcher's reason.
@@ -32,7 +35,8 @@ from .roofline import Work, attention_work, gated_residual_adaln_work, rope3d_wo
 from .shapes import Case
 
 KERNEL_BACKENDS = ("triton", "cpu", "cuda", "flash")  # dit_video.kernels backends other than torch
-CANDIDATES = ("torch", "compile", "sdpa") + KERNEL_BACKENDS
+CANDIDATES = ("torch", "compile", "sdpa", "flash-attn") + KERNEL_BACKENDS
+ATTENTION_ONLY = ("sdpa", "flash-attn")
 BASELINE = "torch"
 
 
@@ -138,7 +142,36 @@ _PUBLIC = {
 
 def applicable(op: str) -> tuple[str, ...]:
     """Candidates that mean something for ``op`` (SDPA is an attention baseline only)."""
-    return CANDIDATES if op == "attention" else tuple(c for c in CANDIDATES if c != "sdpa")
+    return CANDIDATES if op == "attention" else tuple(c for c in CANDIDATES if c not in ATTENTION_ONLY)
+
+
+def _flash_attn_user(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """``flash_attn_func`` around token-layout tensors: batch dims flattened (a copy for strided views)."""
+    from flash_attn import flash_attn_func
+
+    batch = torch.broadcast_shapes(q.shape[:-3], k.shape[:-3], v.shape[:-3])
+
+    def flat(x: torch.Tensor) -> torch.Tensor:
+        return x.expand(batch + x.shape[-3:]).reshape(-1, *x.shape[-3:])
+
+    o = flash_attn_func(flat(q), flat(k), flat(v))
+    return o.reshape(batch + o.shape[-3:])
+
+
+def _flash_attn_why_not(case: Case, device: str, dtype: torch.dtype) -> str | None:
+    try:
+        import flash_attn  # noqa: F401
+    except Exception as e:  # noqa: BLE001 - any import failure means absent
+        return f"flash_attn does not import ({type(e).__name__}: {e}); it needs a CUDA build (pip install flash-attn)"
+    if device != "cuda":
+        return "flash_attn runs on CUDA tensors only"
+    if dtype not in (torch.float16, torch.bfloat16):
+        return f"flash_attn needs fp16/bf16, not {dtype}"
+    if case.kind == "cross":
+        return "key-padding masks need flash_attn_varlen_func (packed sequences); not wired here"
+    if case.head_dim > 256:
+        return f"head_dim {case.head_dim} > 256"
+    return None
 
 
 def why_not(candidate: str, case: Case, inputs: Inputs, device: str, quick: bool) -> tuple[str, str] | None:
@@ -149,6 +182,9 @@ def why_not(candidate: str, case: Case, inputs: Inputs, device: str, quick: bool
     """
     if candidate in ("torch", "sdpa"):
         return None
+    if candidate == "flash-attn":
+        reason = _flash_attn_why_not(case, device, inputs.leaves[0].dtype)
+        return None if reason is None else ("absent", reason)
     if candidate == "compile":
         return ("skipped", "--quick does not time torch.compile (compilation takes seconds to minutes)") \
             if quick else None
@@ -178,12 +214,14 @@ def make_fn(candidate: str, case: Case, inputs: Inputs) -> Callable[[], object]:
             return compiled(*args, **kwargs)
 
         return run_compiled
-    if candidate == "sdpa":
-        def run_sdpa() -> object:
-            args, kwargs = inputs.build()
-            return _sdpa_user(*args, **kwargs)
+    if candidate in ATTENTION_ONLY:
+        user_fn = _sdpa_user if candidate == "sdpa" else _flash_attn_user
 
-        return run_sdpa
+        def run_user() -> object:
+            args, kwargs = inputs.build()
+            return user_fn(*args, **kwargs)
+
+        return run_user
     public = _PUBLIC[op]
 
     def run_public() -> object:

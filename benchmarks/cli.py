@@ -49,8 +49,9 @@ def run(args: argparse.Namespace) -> int:
     suites = SUITES if args.suite == "all" else (args.suite,)
     results: dict[str, list[dict]] = {}
     elapsed: dict[str, float] = {}
+    cpu_s: dict[str, float] = {}
     for suite in suites:
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         if suite == "kernels":
             cases = [c for c in cases_for(device, args.quick) if not args.only or args.only in c.name]
             rows = kernels.run(device, dtype, args.quick, cases=cases)
@@ -59,13 +60,14 @@ def run(args: argparse.Namespace) -> int:
         else:
             rows = data_suite.run(quick=args.quick, out_dir=out)
         elapsed[suite] = time.perf_counter() - t0
+        cpu_s[suite] = time.process_time() - c0  # this process's CPU time (not the backend probe's child)
         for r in rows:
             r.setdefault("device_name", meta["device_name"])
         results[suite] = rows
-        meta_s = meta | {"suite": suite, "elapsed_s": elapsed[suite]}
+        meta_s = meta | {"suite": suite, "elapsed_s": elapsed[suite], "cpu_s": cpu_s[suite]}
         print(f"{suite}: {len(rows)} rows in {elapsed[suite]:.1f}s -> {report.write_json(out, suite, meta_s, rows)}")
     md = out / ("results.md" if args.suite == "all" else f"{args.suite}.md")
-    md.write_text(report.markdown(meta, results, elapsed))
+    md.write_text(report.markdown(meta, results, elapsed, cpu_s))
     pngs = report.plot_kernels(out, results.get("kernels", [])) + report.plot_e2e(out, results.get("e2e", []))
     print(f"markdown: {md}")
     for p in pngs:

@@ -65,4 +65,5 @@ def metadata(device: str, dtype: torch.dtype, quick: bool) -> dict:
                      ("torch", "triton", "diffusers", "flash-attn", "numpy", "dit-video")},
         "cuda": torch.version.cuda,
         "triton_interpret": os.environ.get("TRITON_INTERPRET", ""),
+        "loadavg": " ".join(f"{x:.1f}" for x in os.getloadavg()) if hasattr(os, "getloadavg") else None,
     }

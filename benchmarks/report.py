@@ -119,7 +119,9 @@ def data_markdown(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def markdown(meta: dict, suites: dict[str, list[dict]], elapsed_s: dict[str, float]) -> str:
+def markdown(meta: dict, suites: dict[str, list[dict]], elapsed_s: dict[str, float],
+             cpu_s: dict[str, float] | None = None) -> str:
+    cpu_s = cpu_s or {}
     head = [
         "# dit-video benchmarks",
         "",
@@ -127,11 +129,13 @@ def markdown(meta: dict, suites: dict[str, list[dict]], elapsed_s: dict[str, flo
         f"- git {meta['git_commit']}, {meta['timestamp']}; torch {meta['versions'].get('torch')}, "
         f"triton {meta['versions'].get('triton')}, diffusers {meta['versions'].get('diffusers')}, "
         f"flash-attn {meta['versions'].get('flash-attn')}",
-        "- wall time: " + ", ".join(f"{k} {v:.0f}s" for k, v in elapsed_s.items()),
+        f"- torch threads: {meta.get('torch_threads')}; load average at start: {meta.get('loadavg', '–')}",
+        "- wall time (process CPU time): "
+        + ", ".join(f"{k} {v:.0f}s ({cpu_s[k]:.0f}s)" if k in cpu_s else f"{k} {v:.0f}s" for k, v in elapsed_s.items()),
         "",
     ]
     parts = {"kernels": kernels_markdown, "e2e": e2e_markdown, "data": data_markdown}
-    return "\n".join(head) + "\n\n".join(parts[k](v) for k, v in suites.items()) + "\n"
+    return "\n".join(head) + "\n" + "\n\n".join(parts[k](v) for k, v in suites.items()) + "\n"
 
 
 def plot_kernels(out: Path, rows: list[dict]) -> list[Path]:

@@ -71,7 +71,8 @@ def test_kernel_rows(quick_run):
     for name in {r["name"] for r in rows}:
         assert by[(name, "torch")]["status"] == "ok"
         assert by[(name, "compile")]["status"] == "skipped"  # --quick
-        for gpu_only in ("cuda", "flash"):  # cannot run on CPU tensors: absent, with the dispatcher's reason
+        gpu_only_backends = ("cuda", "flash") + (("flash-attn",) if name.startswith("attention") else ())
+        for gpu_only in gpu_only_backends:  # cannot run on CPU tensors: absent, with the reason
             assert by[(name, gpu_only)]["status"] == "absent", by[(name, gpu_only)]
         assert by[(name, "triton")]["status"] in ("absent", "skipped")
 
