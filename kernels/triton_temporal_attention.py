@@ -80,7 +80,7 @@ def _packed_fwd(Q, K, V, Out, LSE, MASK,
                 sm0, sm1, sml,
                 N1, H, NSEQ, Lq, Lk, D, qk_scale,
                 HAS_MASK: tl.constexpr, UPCAST: tl.constexpr, DOT_PREC: tl.constexpr,
-                T_PAD: tl.constexpr, BLOCK: tl.constexpr, BLOCK_D: tl.constexpr):
+                T_PAD: tl.constexpr, BLOCK: tl.constexpr, BLOCK_D: tl.constexpr, MAX_G: tl.constexpr = 64):
     pid = tl.program_id(0)
     offs_d = tl.arange(0, BLOCK_D)
     d_ok = offs_d < D
@@ -131,7 +131,7 @@ def _packed_bwd(Q, K, V, Out, DO, LSE, MASK, DQ, DK, DV,
                 sdv0, sdv1, sdvl, sdvh, sdvd,
                 N1, H, NSEQ, Lq, Lk, D, qk_scale, sm_scale,
                 HAS_MASK: tl.constexpr, UPCAST: tl.constexpr, DOT_PREC: tl.constexpr,
-                T_PAD: tl.constexpr, BLOCK: tl.constexpr, BLOCK_D: tl.constexpr):
+                T_PAD: tl.constexpr, BLOCK: tl.constexpr, BLOCK_D: tl.constexpr, MAX_G: tl.constexpr = 64):
     pid = tl.program_id(0)
     offs_d = tl.arange(0, BLOCK_D)
     d_ok = offs_d < D
@@ -183,12 +183,19 @@ def _packed_bwd(Q, K, V, Out, DO, LSE, MASK, DQ, DK, DV,
 # BLOCK >= T_PAD (pruned at launch). Every config is compiled for its arch at T_PAD 16 and 64 by
 # `dit-video kernels-report`. On sm_80 the backward's mma.sync accumulators live in registers:
 # 64-row tiles at D 128 spill there, so sm_80 runs D > 64 with T > 32 on the flash kernel.
-_FWD = {64: [(64, 4, 1), (128, 8, 1)], 128: [(64, 4, 1), (64, 8, 1)]}
-FWD_CONFIGS: dict[str, dict[int, list[tuple[int, int, int]]]] = {"sm_80": _FWD, "sm_90a": _FWD}
-BWD_CONFIGS: dict[str, dict[int, list[tuple[int, int, int]]]] = {
-    "sm_80": {64: [(32, 4, 1), (64, 4, 1)], 128: [(32, 4, 1)]},
-    "sm_90a": {64: [(64, 4, 1), (64, 8, 1)], 128: [(64, 8, 1)]},
+# (BLOCK, num_warps, num_stages, max G): a config serves T_PAD when T_PAD <= BLOCK and it packs at
+# most max G = BLOCK // T_PAD sequences (more packing = more per-row bookkeeping registers).
+_FWD = {64: [(64, 4, 1, 64), (128, 8, 1, 64)], 128: [(64, 4, 1, 64), (64, 8, 1, 64)]}
+FWD_CONFIGS: dict[str, dict[int, list[tuple[int, int, int, int]]]] = {"sm_80": _FWD, "sm_90a": _FWD}
+BWD_CONFIGS: dict[str, dict[int, list[tuple[int, int, int, int]]]] = {
+    "sm_80": {64: [(32, 4, 1, 64), (64, 4, 1, 1)], 128: [(32, 4, 1, 64)]},
+    "sm_90a": {64: [(64, 4, 1, 64), (64, 8, 1, 64)], 128: [(64, 8, 1, 64)]},
 }
+
+
+def _fits(block: int, max_g: int, t_pad: int) -> bool:
+    return block >= t_pad and block // t_pad <= max_g
+
 
 _tuned: dict[tuple[str, int, str], object] = {}
 
@@ -199,7 +206,7 @@ def _dbucket(block_d: int) -> int:
 
 def _prune(configs, named_args, **kwargs):
     t_pad = kwargs.get("T_PAD", named_args.get("T_PAD", 1))
-    return [c for c in configs if c.kwargs["BLOCK"] >= t_pad]
+    return [c for c in configs if _fits(c.kwargs["BLOCK"], c.kwargs["MAX_G"], t_pad)]
 
 
 def _launcher(kernel, table: dict, block_d: int, device: torch.device):
@@ -208,14 +215,16 @@ def _launcher(kernel, table: dict, block_d: int, device: torch.device):
     arch = arch_of(device)
     key = (kernel.__name__, block_d, arch)
     if key not in _tuned:
-        cfgs = [triton.Config({"BLOCK": b}, num_warps=w, num_stages=s) for b, w, s in table[arch][_dbucket(block_d)]]
+        cfgs = [triton.Config({"BLOCK": b, "MAX_G": g}, num_warps=w, num_stages=s)
+                for b, w, s, g in table[arch][_dbucket(block_d)]]
         _tuned[key] = triton.autotune(configs=cfgs, key=["Lq", "Lk", "D", "HAS_MASK", "T_PAD"],
                                       prune_configs_by={"early_config_prune": _prune})(kernel)
     return _tuned[key]
 
 
 def _served(arch: str, block_d: int, t_pad: int) -> bool:
-    return all(any(b >= t_pad for b, _, _ in t[arch][_dbucket(block_d)]) for t in (FWD_CONFIGS, BWD_CONFIGS))
+    return all(any(_fits(b, g, t_pad) for b, _, _, g in t[arch][_dbucket(block_d)])
+               for t in (FWD_CONFIGS, BWD_CONFIGS))
 
 
 def _t_pad(lq: int, lk: int) -> int:
@@ -373,9 +382,9 @@ def aot_kernels(arch: str) -> list:
     for bd in sorted(FWD_CONFIGS[arch]):
         h = 384 // bd
         for name, fn, table in (("packed_fwd", _packed_fwd, FWD_CONFIGS), ("packed_bwd", _packed_bwd, BWD_CONFIGS)):
-            for blk, w, st in table[arch][bd]:
+            for blk, w, st, max_g in table[arch][bd]:
                 for t in (16, 64):
-                    if blk < t:
+                    if not _fits(blk, max_g, t):
                         continue
                     nseq = s * h
                     elt = 2 * nseq * t * bd
@@ -384,7 +393,7 @@ def aot_kernels(arch: str) -> list:
                     specs.append(make_spec(
                         name, fn, pointers={p: ty for p, ty in ptr.items() if p in fn.arg_names},
                         constexprs=dict(HAS_MASK=False, UPCAST=False, DOT_PREC="tf32", T_PAD=t, BLOCK=blk,
-                                        BLOCK_D=bd),
+                                        BLOCK_D=bd, MAX_G=max_g),
                         floats=("qk_scale", "sm_scale"), ones=[o for o in ones if o in fn.arg_names], div16=div16,
                         num_warps=w, num_stages=st, config=f"D{bd} T{t} BLOCK{blk} w{w} s{st}",
                         shape=f"temporal B1 T{t} S{s} H{h} D{bd}", flops=flops, nbytes=nbytes, needs_wgmma=False))
