@@ -137,3 +137,16 @@ def test_train_cli_end_to_end_with_accumulation_and_samples(tmp_path, shards):
         ["step_00000002.png", "step_00000002_0.gif"]
     assert (out / "checkpoints" / ckpt.tag_for(2) / "config.yaml").is_file()
     assert Path(out / "config.yaml").read_text().count("grad_accum: 2") == 1
+
+
+def test_class_conditioned_recipe_trains_samples_and_exports(tmp_path, shards):
+    recipe = ROOT / "configs" / "train" / "synthetic_class.yaml"
+    out = tmp_path / "run"
+    assert main(["train", str(recipe), *tiny_overrides(shards, out, "train.steps=2", "sample.every=2",
+                                                       "model.patch_size=[1,4,4]")]) == 0
+    assert (out / "samples" / "step_00000002_1.mp4").is_file()  # one clip per sample prompt (class name)
+    assert main(["export", str(out), str(tmp_path / "w")]) == 0
+    assert not (tmp_path / "w" / "text_encoder.safetensors").exists()
+    assert main(["sample", str(tmp_path / "w"), "--label", "5", "--label", "0", "--steps", "2", "--cfg", "2",
+                 "--out", str(tmp_path / "s.mp4")]) == 0
+    assert (tmp_path / "s_0.mp4").is_file() and (tmp_path / "s_1.gif").is_file()
