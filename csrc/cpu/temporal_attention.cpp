@@ -114,8 +114,8 @@ void scatter(const AttnParams& p, const SeqView& v, const Task& t, int64_t L, in
       cpu::from_float(src + (h - t.h0) * L_pad * dp + j * dp, row<T>(v, t.b, j, h), p.dim);
 }
 
-// Software prefetch of a task's rows (issued one task ahead: the strided rows of the next sequence
-// stream in while this one computes).
+// Software prefetch (into L2) of a task's rows, issued a few tasks ahead: the strided rows of the
+// coming sequences stream in while this one computes.
 template <typename T>
 void prefetch(const AttnParams& p, const SeqView& v, const Task& t, int64_t L) {
   const int64_t bytes = p.dim * int64_t(sizeof(T));
@@ -136,17 +136,24 @@ inline Task make_task(const AttnParams& p, int64_t i, int64_t hpt) {
   return t;
 }
 
-// fn(task, next task or nullptr)
+// fn(task, task to prefetch or nullptr): prefetches run kPrefetchAhead tasks ahead of the compute
+constexpr int64_t kPrefetchAhead = 2;
+
 template <typename Fn>
 void for_each_task(const AttnParams& p, int64_t hpt, const Fn& fn) {
   const int64_t groups = (p.heads + hpt - 1) / hpt;
   at::parallel_for(0, p.nbatch * groups, 1, [&](int64_t begin, int64_t end) {
-    Task t = make_task(p, begin, hpt);
     for (int64_t i = begin; i < end; ++i) {
-      Task next;
-      if (i + 1 < end) next = make_task(p, i + 1, hpt);
-      fn(t, i + 1 < end ? &next : nullptr);
-      t = next;
+      const Task t = make_task(p, i, hpt);
+      Task ahead;
+      const bool pre = i + kPrefetchAhead < end;
+      if (pre) ahead = make_task(p, i + kPrefetchAhead, hpt);
+      if (i == begin)  // warm-up: the first tasks of this chunk
+        for (int64_t j = i + 1; j < std::min(end, i + kPrefetchAhead); ++j) {
+          const Task w = make_task(p, j, hpt);
+          fn(w, &w, /*prefetch_only=*/true);
+        }
+      fn(t, pre ? &ahead : nullptr, false);
     }
   });
 }
@@ -157,12 +164,13 @@ void fwd_impl(const AttnParams& p) {
   const int64_t qn = z.mq * z.dp, kn = z.nk * z.dp, sn = z.mq * z.nk;
   const int64_t hpt = heads_per_task(p, z, 2 * qn + 3 * kn + sn);
   // per-thread scratch, allocated once per parallel chunk
-  for_each_task(p, hpt, [&](const Task& t, const Task* next) {
+  for_each_task(p, hpt, [&](const Task& t, const Task* next, bool prefetch_only) {
     if (next) {
       prefetch<T>(p, p.q, *next, z.lq);
       prefetch<T>(p, p.k, *next, z.lk);
       prefetch<T>(p, p.v, *next, z.lk);
     }
+    if (prefetch_only) return;
     thread_local std::vector<float> buf;
     const int64_t nh = t.h1 - t.h0;
     buf.resize(nh * (2 * qn + 2 * kn) + kn + sn + z.nk);
@@ -218,7 +226,7 @@ void bwd_impl(const AttnParams& p) {
   const Dims z(p);
   const int64_t qn = z.mq * z.dp, kn = z.nk * z.dp, sn = z.mq * z.nk;
   const int64_t hpt = heads_per_task(p, z, 4 * qn + 4 * kn + 4 * sn);
-  for_each_task(p, hpt, [&](const Task& t, const Task* next) {
+  for_each_task(p, hpt, [&](const Task& t, const Task* next, bool prefetch_only) {
     if (next) {
       prefetch<T>(p, p.q, *next, z.lq);
       prefetch<T>(p, p.dout, *next, z.lq);
@@ -226,6 +234,7 @@ void bwd_impl(const AttnParams& p) {
       prefetch<T>(p, p.k, *next, z.lk);
       prefetch<T>(p, p.v, *next, z.lk);
     }
+    if (prefetch_only) return;
     thread_local std::vector<float> buf;
     const int64_t nh = t.h1 - t.h0;
     buf.resize(nh * (4 * qn + 4 * kn) + 2 * kn + 4 * sn + z.nk + z.dp);
