@@ -293,7 +293,10 @@ _DQ = {
     128: [(64, 32, 8, 2), (64, 16, 4, 1)],
     256: [(64, 16, 8, 1)],
 }
-FWD_CONFIGS: dict[str, dict[int, list[tuple[int, int, int, int]]]] = {"sm_80": _FWD, "sm_90a": _FWD}
+FWD_CONFIGS: dict[str, dict[int, list[tuple[int, int, int, int]]]] = {
+    "sm_80": {**_FWD, 256: [(64, 16, 8, 2)]},  # the N32 tile spills 88 B with the key mask on sm_80
+    "sm_90a": _FWD,
+}
 DKDV_CONFIGS: dict[str, dict[int, list[tuple[int, int, int, int]]]] = {"sm_80": _DKDV, "sm_90a": _DKDV}
 DQ_CONFIGS: dict[str, dict[int, list[tuple[int, int, int, int]]]] = {
     # mma.sync keeps the 64-row dQ accumulator and q/dO in registers: these spill on sm_80

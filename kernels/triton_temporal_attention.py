@@ -80,7 +80,7 @@ def _packed_fwd(Q, K, V, Out, LSE, MASK,
                 sm0, sm1, sml,
                 N1, H, NSEQ, Lq, Lk, D, qk_scale,
                 HAS_MASK: tl.constexpr, UPCAST: tl.constexpr, DOT_PREC: tl.constexpr,
-                T_PAD: tl.constexpr, BLOCK: tl.constexpr, BLOCK_D: tl.constexpr, MAX_G: tl.constexpr = 64):
+                T_PAD: tl.constexpr, BLOCK: tl.constexpr, BLOCK_D: tl.constexpr):
     pid = tl.program_id(0)
     offs_d = tl.arange(0, BLOCK_D)
     d_ok = offs_d < D
@@ -131,7 +131,7 @@ def _packed_bwd(Q, K, V, Out, DO, LSE, MASK, DQ, DK, DV,
                 sdv0, sdv1, sdvl, sdvh, sdvd,
                 N1, H, NSEQ, Lq, Lk, D, qk_scale, sm_scale,
                 HAS_MASK: tl.constexpr, UPCAST: tl.constexpr, DOT_PREC: tl.constexpr,
-                T_PAD: tl.constexpr, BLOCK: tl.constexpr, BLOCK_D: tl.constexpr, MAX_G: tl.constexpr = 64):
+                T_PAD: tl.constexpr, BLOCK: tl.constexpr, BLOCK_D: tl.constexpr):
     pid = tl.program_id(0)
     offs_d = tl.arange(0, BLOCK_D)
     d_ok = offs_d < D
@@ -183,18 +183,24 @@ def _packed_bwd(Q, K, V, Out, DO, LSE, MASK, DQ, DK, DV,
 # BLOCK >= T_PAD (pruned at launch). Every config is compiled for its arch at T_PAD 16 and 64 by
 # `dit-video kernels-report`. On sm_80 the backward's mma.sync accumulators live in registers:
 # 64-row tiles at D 128 spill there, so sm_80 runs D > 64 with T > 32 on the flash kernel.
-# (BLOCK, num_warps, num_stages, max G): a config serves T_PAD when T_PAD <= BLOCK and it packs at
-# most max G = BLOCK // T_PAD sequences (more packing = more per-row bookkeeping registers).
-_FWD = {64: [(64, 4, 1, 64), (128, 8, 1, 64)], 128: [(64, 4, 1, 64), (64, 8, 1, 64)]}
-FWD_CONFIGS: dict[str, dict[int, list[tuple[int, int, int, int]]]] = {"sm_80": _FWD, "sm_90a": _FWD}
-BWD_CONFIGS: dict[str, dict[int, list[tuple[int, int, int, int]]]] = {
-    "sm_80": {64: [(32, 4, 1, 64), (64, 4, 1, 1)], 128: [(32, 4, 1, 64)]},
-    "sm_90a": {64: [(64, 4, 1, 64), (64, 8, 1, 64)], 128: [(64, 8, 1, 64)]},
+# (BLOCK, num_warps, num_stages, T_PADs served). A config serves only the sequence paddings listed
+# (all <= BLOCK): how many sequences a tile packs changes the per-row bookkeeping and the register
+# pressure, so each (config, T_PAD) pair is compiled and checked by `dit-video kernels-report`. On
+# sm_80 the backward's mma.sync accumulators live in registers; T 64 at D 128 has no spill-free
+# tile on either arch, so those calls go to the flash kernel (see check()).
+_UPTO32 = (1, 2, 4, 8, 16, 32)
+_ALL = _UPTO32 + (64,)
+_FWD = {64: [(64, 4, 1, _ALL), (128, 8, 1, _ALL)], 128: [(64, 4, 1, _ALL), (64, 8, 1, _ALL)]}
+FWD_CONFIGS: dict[str, dict[int, list[tuple]]] = {"sm_80": _FWD, "sm_90a": _FWD}
+BWD_CONFIGS: dict[str, dict[int, list[tuple]]] = {
+    "sm_80": {64: [(32, 4, 1, _UPTO32), (64, 4, 1, (64,))], 128: [(32, 4, 1, _UPTO32)]},
+    "sm_90a": {64: [(64, 4, 1, _UPTO32), (64, 8, 1, _ALL)], 128: [(64, 8, 1, _UPTO32)]},
 }
+REPORT_T_PADS = (16, 64)  # sequence paddings compiled by kernels-report (16: the reference video)
 
 
-def _fits(block: int, max_g: int, t_pad: int) -> bool:
-    return block >= t_pad and block // t_pad <= max_g
+def _fits(block: int, t_pads: tuple, t_pad: int) -> bool:
+    return t_pad <= block and t_pad in t_pads
 
 
 _tuned: dict[tuple[str, int, str], object] = {}
@@ -206,7 +212,7 @@ def _dbucket(block_d: int) -> int:
 
 def _prune(configs, named_args, **kwargs):
     t_pad = kwargs.get("T_PAD", named_args.get("T_PAD", 1))
-    return [c for c in configs if _fits(c.kwargs["BLOCK"], c.kwargs["MAX_G"], t_pad)]
+    return [c for c in configs if _fits(c.kwargs["BLOCK"], c.t_pads, t_pad)]
 
 
 def _launcher(kernel, table: dict, block_d: int, device: torch.device):
@@ -215,15 +221,18 @@ def _launcher(kernel, table: dict, block_d: int, device: torch.device):
     arch = arch_of(device)
     key = (kernel.__name__, block_d, arch)
     if key not in _tuned:
-        cfgs = [triton.Config({"BLOCK": b, "MAX_G": g}, num_warps=w, num_stages=s)
-                for b, w, s, g in table[arch][_dbucket(block_d)]]
+        cfgs = []
+        for b, w, s, t_pads in table[arch][_dbucket(block_d)]:
+            cfg = triton.Config({"BLOCK": b}, num_warps=w, num_stages=s)
+            cfg.t_pads = t_pads  # read by _prune, not passed to the kernel
+            cfgs.append(cfg)
         _tuned[key] = triton.autotune(configs=cfgs, key=["Lq", "Lk", "D", "HAS_MASK", "T_PAD"],
                                       prune_configs_by={"early_config_prune": _prune})(kernel)
     return _tuned[key]
 
 
 def _served(arch: str, block_d: int, t_pad: int) -> bool:
-    return all(any(_fits(b, g, t_pad) for b, _, _, g in t[arch][_dbucket(block_d)])
+    return all(any(_fits(b, tp, t_pad) for b, _, _, tp in t[arch][_dbucket(block_d)])
                for t in (FWD_CONFIGS, BWD_CONFIGS))
 
 
@@ -382,9 +391,9 @@ def aot_kernels(arch: str) -> list:
     for bd in sorted(FWD_CONFIGS[arch]):
         h = 384 // bd
         for name, fn, table in (("packed_fwd", _packed_fwd, FWD_CONFIGS), ("packed_bwd", _packed_bwd, BWD_CONFIGS)):
-            for blk, w, st, max_g in table[arch][bd]:
-                for t in (16, 64):
-                    if not _fits(blk, max_g, t):
+            for blk, w, st, t_pads in table[arch][bd]:
+                for t in REPORT_T_PADS:
+                    if not _fits(blk, t_pads, t):
                         continue
                     nseq = s * h
                     elt = 2 * nseq * t * bd
@@ -393,7 +402,7 @@ def aot_kernels(arch: str) -> list:
                     specs.append(make_spec(
                         name, fn, pointers={p: ty for p, ty in ptr.items() if p in fn.arg_names},
                         constexprs=dict(HAS_MASK=False, UPCAST=False, DOT_PREC="tf32", T_PAD=t, BLOCK=blk,
-                                        BLOCK_D=bd, MAX_G=max_g),
+                                        BLOCK_D=bd),
                         floats=("qk_scale", "sm_scale"), ones=[o for o in ones if o in fn.arg_names], div16=div16,
                         num_warps=w, num_stages=st, config=f"D{bd} T{t} BLOCK{blk} w{w} s{st}",
                         shape=f"temporal B1 T{t} S{s} H{h} D{bd}", flops=flops, nbytes=nbytes, needs_wgmma=False))
