@@ -196,16 +196,32 @@ def all_specs(arch: str) -> list[AotKernel]:
     return specs
 
 
-def run(archs: Iterable[str], only: str | None = None, log: Callable[[str], None] | None = None) -> list[Row]:
-    rows = []
-    for arch in archs:
-        for spec in all_specs(arch):
-            if only and only not in spec.name:
-                continue
-            row = compile_row(spec, arch)
-            rows.append(row)
+def _compile_nth(arch: str, i: int) -> Row:
+    """Worker: compile the i-th spec of ``arch`` (specs are rebuilt here: jit functions don't pickle)."""
+    return compile_row(all_specs(arch)[i], arch)
+
+
+def run(archs: Iterable[str], only: str | None = None, log: Callable[[str], None] | None = None,
+        jobs: int = 1) -> list[Row]:
+    """Compile every selected (spec, arch); ``jobs`` > 1 compiles in that many worker processes."""
+    todo = [(arch, i, spec) for arch in archs for i, spec in enumerate(all_specs(arch))
+            if not only or only in spec.name]
+    if jobs <= 1 or len(todo) <= 1:
+        rows = []
+        for arch, _, spec in todo:
+            rows.append(compile_row(spec, arch))
             if log:
-                log(format_row(row))
+                log(format_row(rows[-1]))
+        return rows
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(max_workers=jobs) as pool:
+        futures = [pool.submit(_compile_nth, arch, i) for arch, i, _ in todo]
+        rows = []
+        for f in futures:  # in order, so the table reads the same as a serial run
+            rows.append(f.result())
+            if log:
+                log(format_row(rows[-1]))
     return rows
 
 
@@ -251,13 +267,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--arch", nargs="+", default=list(ARCHS), choices=list(ARCHS))
     p.add_argument("--json", default=None, help="also write the rows as JSON to this file")
     p.add_argument("--only", default=None, help="only kernels whose name contains this")
+    p.add_argument("--jobs", type=int, default=min(8, os.cpu_count() or 1),
+                   help="compile in this many processes (default: CPU count, at most 8)")
     args = p.parse_args(argv)
     if os.environ.get("TRITON_INTERPRET") == "1":
         print("kernels-report: unset TRITON_INTERPRET (interpreted kernels cannot be compiled)", file=sys.stderr)
         return 2
     t0 = time.perf_counter()
     print(HEADER, flush=True)
-    rows = run(args.arch, args.only, log=lambda line: print(line, flush=True))
+    rows = run(args.arch, args.only, log=lambda line: print(line, flush=True), jobs=args.jobs)
     tt = temporal_traffic()
     print(f"\ntemporal view {tt['shape']}: packed kernel moves {tt['kernel_fwd_bytes'] / 1e6:.1f} MB forward "
           f"({tt['kernel_bwd_bytes'] / 1e6:.1f} MB backward); permute+SDPA moves "

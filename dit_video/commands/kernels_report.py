@@ -27,6 +27,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="GPU targets to compile for (default: sm_80 sm_90a)")
     p.add_argument("--json", default=None, metavar="F", help="also write every row as JSON to F")
     p.add_argument("--only", default=None, metavar="NAME", help="only kernels whose name contains NAME")
+    p.add_argument("--jobs", type=int, default=None, help="parallel compile processes (default: CPU count, max 8)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -35,5 +36,7 @@ def run(args: argparse.Namespace) -> int:
         cmd += ["--json", args.json]
     if args.only:
         cmd += ["--only", args.only]
+    if getattr(args, "jobs", None):
+        cmd += ["--jobs", str(args.jobs)]
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     return subprocess.call(cmd, env=env)

@@ -42,9 +42,9 @@ def test_gate_fails_on_spills_shared_memory_and_missing_wgmma():
 
 def test_report_exits_nonzero_when_a_row_fails(monkeypatch, capsys):
     monkeypatch.delenv("TRITON_INTERPRET", raising=False)
-    monkeypatch.setattr(aot, "run", lambda archs, only, log: [_row(errors=["4 bytes of spills"])])
+    monkeypatch.setattr(aot, "run", lambda archs, only, log, jobs: [_row(errors=["4 bytes of spills"])])
     assert aot.main(["--arch", "sm_90a"]) == 1
-    monkeypatch.setattr(aot, "run", lambda archs, only, log: [_row()])
+    monkeypatch.setattr(aot, "run", lambda archs, only, log, jobs: [_row()])
     assert aot.main(["--arch", "sm_90a"]) == 0
     assert "permute+SDPA" in capsys.readouterr().out
 
