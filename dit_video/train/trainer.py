@@ -161,9 +161,10 @@ class Trainer:
                 "rng": rng_state(self.generators)}
 
     def save(self) -> Path:
-        client = {"step": self.step, "world_size": self.world_size}
+        own = self._rank_state()  # every rank's own file; rank 0's copy also rides in DeepSpeed's client state
+        client = {"world_size": self.world_size, **own}
         ema = self.ema.state_dict() if self.rank == 0 else None
-        path = ckpt.save(self.engine, self.ckpt_dir, self.step, client, self._rank_state(), ema, self.config_yaml,
+        path = ckpt.save(self.engine, self.ckpt_dir, self.step, client, own, ema, self.config_yaml,
                          self.rank, self.cfg.train.keep_last)
         if self.rank == 0:
             log.info("saved checkpoint %s", path)

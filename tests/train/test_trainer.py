@@ -129,7 +129,8 @@ def test_prompt_for_a_label_conditioned_model_is_a_clear_error(tmp_path, capsys)
 def test_train_cli_end_to_end_with_accumulation_and_samples(tmp_path, shards):
     out = tmp_path / "run"
     assert main(["train", str(DEMO), *tiny_overrides(shards, out, "train.steps=2", "train.grad_accum=2",
-                                                     "sample.every=2", "train.ckpt_every=1")]) == 0
+                                                     "sample.every=2", "train.ckpt_every=1",
+                                                     "model.gradient_checkpointing=true")]) == 0
     rows = read_metrics(out / "metrics.jsonl")
     assert [r["step"] for r in rows] == [1, 2]
     assert rows[-1]["clips_per_s"] > 0 and rows[-1]["lr"] > 0
