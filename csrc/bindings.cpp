@@ -126,9 +126,11 @@ AttnArgs attn_args(const Tensor& q, const Tensor& k, const Tensor& v, const std:
   TORCH_CHECK(q.dim() >= 3 && q.dim() - 3 <= kMaxBatchDims, "dit_video::temporal_attention: q must be [..., L, H, D] "
               "with at most ", kMaxBatchDims, " batch dims, got ", q.sizes());
   TORCH_CHECK(k.sizes() == v.sizes(), "k and v must have one shape");
-  TORCH_CHECK(q.sizes().slice(0, q.dim() - 3) == k.sizes().slice(0, k.dim() - 3) && q.dim() == k.dim() &&
-                  q.size(-1) == k.size(-1) && q.size(-2) == k.size(-2),
-              "dit_video::temporal_attention: q ", q.sizes(), " and k ", k.sizes(), " must share batch dims, H and D");
+  TORCH_CHECK(q.dim() == k.dim() && q.size(-1) == k.size(-1) && q.size(-2) == k.size(-2),
+              "dit_video::temporal_attention: q ", q.sizes(), " and k ", k.sizes(), " must share H and D");
+  for (int64_t d = 0; d + 3 < q.dim(); ++d)
+    TORCH_CHECK(k.size(d) == q.size(d) || k.size(d) == 1, "dit_video::temporal_attention: k/v batch dims ",
+                k.sizes(), " must equal or broadcast (size 1) to q's ", q.sizes());
   TORCH_CHECK(q.scalar_type() == k.scalar_type() && q.scalar_type() == v.scalar_type(), "q, k, v must share a dtype");
   AttnArgs a;
   AttnParams& p = a.p;
@@ -155,6 +157,21 @@ AttnArgs attn_args(const Tensor& q, const Tensor& k, const Tensor& v, const std:
   return a;
 }
 
+// k/v broadcast over q's batch dims (a text key [B, 1, L, H, D] for every frame): stride-0 views
+Tensor expand_to_q(const Tensor& t, const Tensor& q) {
+  std::vector<int64_t> shape(q.sizes().begin(), q.sizes().end() - 3);
+  shape.insert(shape.end(), t.sizes().end() - 3, t.sizes().end());
+  return t.expand(shape);
+}
+
+// Gradient of a broadcast k/v: computed per batch element, then summed over the broadcast dims
+Tensor reduce_to(const Tensor& full, const Tensor& like) {
+  if (full.sizes() == like.sizes()) return full;
+  Tensor out = empty_in_layout_of(like);
+  out.copy_(full.sum_to_size(like.sizes()));
+  return out;
+}
+
 std::tuple<Tensor, Tensor> attention_fwd(const Tensor& q_, const Tensor& k_, const Tensor& v_,
                                          const std::optional<Tensor>& mask, double scale, bool cuda) {
   const Tensor q = unit_last(q_), k = unit_last(k_), v = unit_last(v_);
@@ -164,9 +181,10 @@ std::tuple<Tensor, Tensor> attention_fwd(const Tensor& q_, const Tensor& k_, con
   lse_shape.push_back(a.p.heads);
   lse_shape.push_back(a.p.lq);
   Tensor lse = at::empty(lse_shape, q.options().dtype(at::kFloat));
+  const Tensor kx = expand_to_q(k, q), vx = expand_to_q(v, q);
   a.p.q = seq_view(q);
-  a.p.k = seq_view(k);
-  a.p.v = seq_view(v);
+  a.p.k = seq_view(kx);
+  a.p.v = seq_view(vx);
   a.p.o = seq_view(o);
   a.p.lse = lse.data_ptr<float>();
   if (a.p.nbatch * a.p.heads * a.p.lq == 0) return {o, lse};
@@ -195,18 +213,22 @@ std::tuple<Tensor, Tensor, Tensor> attention_bwd(const Tensor& grad_o, const Ten
   AttnArgs a = attn_args(q, k, v, mask, scale);
   const Tensor lse_c = lse.contiguous();
   TORCH_CHECK(lse_c.scalar_type() == at::kFloat && lse_c.numel() == a.p.nbatch * a.p.heads * a.p.lq, "bad lse");
-  Tensor dq = empty_in_layout_of(q), dk = empty_in_layout_of(k), dv = empty_in_layout_of(v);
+  const Tensor kx = expand_to_q(k, q), vx = expand_to_q(v, q);
+  const bool bcast = kx.sizes() != k.sizes();
+  Tensor dq = empty_in_layout_of(q);
+  Tensor dk = bcast ? at::empty(kx.sizes(), k.options()) : empty_in_layout_of(k);
+  Tensor dv = bcast ? at::empty(vx.sizes(), v.options()) : empty_in_layout_of(v);
   a.p.q = seq_view(q);
-  a.p.k = seq_view(k);
-  a.p.v = seq_view(v);
+  a.p.k = seq_view(kx);
+  a.p.v = seq_view(vx);
   a.p.o = seq_view(o);
   a.p.dout = seq_view(dout);
   a.p.dq = seq_view(dq);
   a.p.dk = seq_view(dk);
   a.p.dv = seq_view(dv);
   a.p.lse = const_cast<float*>(lse_c.data_ptr<float>());
-  if (a.p.nbatch * a.p.heads == 0) return {dq, dk, dv};
-  if (a.p.lq == 0 || a.p.lk == 0) return {dq.zero_(), dk.zero_(), dv.zero_()};
+  if (a.p.nbatch * a.p.heads == 0) return {dq, reduce_to(dk.zero_(), k), reduce_to(dv.zero_(), v)};
+  if (a.p.lq == 0 || a.p.lk == 0) return {dq.zero_(), reduce_to(dk.zero_(), k), reduce_to(dv.zero_(), v)};
   if (cuda)
     for (const Tensor* t : {&q, &k, &v, &o, &dout}) check_cuda_aligned(*t, "q/k/v/o/grad_o");
   if (!cuda) {
@@ -220,7 +242,7 @@ std::tuple<Tensor, Tensor, Tensor> attention_bwd(const Tensor& grad_o, const Ten
     TORCH_CHECK(false, "dit_video._C was built without CUDA");
 #endif
   }
-  return {dq, dk, dv};
+  return {dq, reduce_to(dk, k), reduce_to(dv, v)};
 }
 
 // ------------------------------------------------------------------------------------------ adaLN

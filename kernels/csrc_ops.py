@@ -279,8 +279,9 @@ def _attention_check(device: str, max_lk: int, max_d: int):
             return why
         if q.dim() - 3 > 3:
             return f"more than 3 batch dims ({q.dim() - 3})"
-        if q.shape[:-3] != k.shape[:-3] or k.shape != v.shape:
-            return "broadcast batch dims or a different value head dim"
+        if k.shape != v.shape or q.dim() != k.dim() or \
+                any(kb not in (qb, 1) for qb, kb in zip(q.shape[:-3], k.shape[:-3])):
+            return "q's batch dims must match k/v's or be broadcast from size 1; k and v one shape"
         lq, lk, d = q.shape[-3], k.shape[-3], q.shape[-1]
         if lk > max_lk:
             return f"Lk {lk} > {max_lk} (short-sequence kernel)"

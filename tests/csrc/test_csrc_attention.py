@@ -95,6 +95,23 @@ def test_contiguous_any_batch_dims(csrc, dtype, batch):
     check_against_reference(lambda x: x.unbind(0), base, None, dtype, csrc)
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_cross_attention_broadcast_text_keys(csrc, dtype):
+    # queries of every frame [B, T, S, H, D] attend to one text sequence [B, 1, L, H, D] with a mask
+    b, t, s, L, h, d = 2, 3, 7, 9, 2, 16
+    q, kv = torch.randn(b, t, s, h, d), torch.randn(b, 1, L, 2, h, d)
+    mask = torch.rand(b, 1, L) > 0.3
+    mask[1] = False  # no text at all: o = 0, no gradient
+    base = torch.cat([q.flatten(), kv.flatten()])
+
+    def views(x):
+        k, v = x[q.numel():].view_as(kv).unbind(3)
+        return x[: q.numel()].view_as(q), k, v
+
+    o, _ = check_against_reference(views, base, mask, dtype, csrc)
+    assert (o[1] == 0).all()
+
+
 def test_spatial_view_and_lq_ne_lk(csrc):
     # [B, T, S, H, D] spatial view (batch B, T; sequence S), and a different key length
     q = torch.randn(2, 3, 19, 2, 16)
@@ -115,6 +132,8 @@ def test_opcheck(csrc):
     mask = torch.rand(2, 3, 5) > 0.3
     torch.library.opcheck(torch.ops.dit_video.csrc_temporal_attention.default, (q, k, v, mask, 0.35))
     torch.library.opcheck(torch.ops.dit_video.csrc_temporal_attention.default, (q, k, v, None, 0.35))
+    kb, vb = k[:, :1].detach().clone().requires_grad_(), v[:, :1].detach().clone().requires_grad_()
+    torch.library.opcheck(torch.ops.dit_video.csrc_temporal_attention.default, (q, kb, vb, mask[:, :1], 0.35))
     o, lse = torch.ops.dit_video.csrc_temporal_attention(q.detach(), k.detach(), v.detach(), mask, 0.35)
     torch.library.opcheck(torch.ops.dit_video.csrc_temporal_attention_backward.default,
                           (torch.randn_like(o), q.detach(), k.detach(), v.detach(), o, lse, mask, 0.35))
@@ -129,9 +148,10 @@ def test_dispatch_auto_picks_cpu_for_the_temporal_view(csrc):
     assert "Lk" in check(long, long, long)
     assert resolve("attention", "auto", long, long, long).backend == "torch"
     assert "dtype" in check(q.half(), k.half(), v.half())
-    assert "broadcast" in check(q, k[:, :1], v[:, :1])
-    kt = torch.randn(1, 1, 16, 2, 16)  # a text key broadcast over S: the torch backend serves it
-    assert resolve("attention", "auto", q, kt, kt).backend == "torch"
+    assert "broadcast" in check(q[:, :1], k, v)  # q broadcast: no
+    assert "broadcast" in check(q, k, v[..., :8])
+    kt = torch.randn(1, 1, 16, 2, 16)  # a text key broadcast over S: served
+    assert resolve("attention", "auto", q, kt, kt).backend == "cpu"
 
 
 def test_no_copies_of_q_k_v_o_in_a_temporal_block(csrc):
