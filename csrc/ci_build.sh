@@ -28,7 +28,7 @@ export TORCH_CUDA_ARCH_LIST="${TORCH_CUDA_ARCH_LIST:-8.0 9.0a}"
 export MAX_JOBS="${MAX_JOBS:-2}" DIT_VIDEO_BUILD_EXT=1 DIT_VIDEO_PTXAS_VERBOSE=1
 
 # --no-build-isolation builds with this venv's own build tools: make sure they are there
-pip install -q "setuptools>=68" wheel ninja
+pip install -q "setuptools>=77" wheel ninja
 
 mkdir -p build
 log=build/csrc_ci_build.log
