@@ -242,7 +242,7 @@ def variants(quick: bool) -> list[tuple[bool, bool]]:
 
 
 def run(device: str = "cpu", dtype: torch.dtype = torch.float32, quick: bool = False,
-        shape: E2EShape | None = None, budget_s: float = 40.0) -> list[dict]:
+        shape: E2EShape | None = None, budget_s: float = 90.0) -> list[dict]:
     """The e2e suite: rows for every variant, plus ``skipped`` rows for variants --quick leaves out."""
     load_backends(device)
     s = shape or SHAPES["quick" if quick else device]
