@@ -229,3 +229,46 @@ def attention_reason(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: to
         return why
     plan = attention_plan(q, k, v, None, mask)
     return plan if isinstance(plan, str) else None
+
+
+def define_attention_op(name: str, launch_fwd, launch_bwd):
+    """Register ``dit_video::<name>`` (+ ``<name>_backward``) as torch custom ops with fakes and autograd.
+
+    ``launch_fwd(q, k, v, mask, scale) -> (o, lse)`` and ``launch_bwd(do, q, k, v, o, lse, mask, scale) ->
+    (dq, dk, dv)`` are a kernel's launchers. Autograd saves the inputs, o and the base-2 log-sum-exp only.
+    Returns the forward op (``op(q, k, v, mask, scale) -> (o, lse)``).
+    """
+
+    @torch.library.custom_op(f"dit_video::{name}", mutates_args=())
+    def fwd(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_padding_mask: torch.Tensor | None,
+            scale: float) -> tuple[torch.Tensor, torch.Tensor]:
+        return launch_fwd(q, k, v, key_padding_mask, scale)
+
+    @fwd.register_fake
+    def _(q, k, v, key_padding_mask, scale):
+        batch, out_shape = attention_out_shape(q, k, v, key_padding_mask)
+        n = math.prod(batch)
+        return empty_attention_out(q, out_shape), q.new_empty((n * q.shape[-2], q.shape[-3]), dtype=torch.float32)
+
+    @torch.library.custom_op(f"dit_video::{name}_backward", mutates_args=())
+    def bwd(do: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, o: torch.Tensor,
+            lse: torch.Tensor, key_padding_mask: torch.Tensor | None,
+            scale: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return launch_bwd(do, q, k, v, o, lse, key_padding_mask, scale)
+
+    @bwd.register_fake
+    def _(do, q, k, v, o, lse, key_padding_mask, scale):
+        return q.new_empty(q.shape), k.new_empty(k.shape), v.new_empty(v.shape)
+
+    def setup_context(ctx, inputs, output):
+        q, k, v, mask, scale = inputs
+        ctx.save_for_backward(q, k, v, *output, mask)
+        ctx.scale = scale
+
+    def backward(ctx, do, dlse):
+        q, k, v, o, lse, mask = ctx.saved_tensors
+        return (*bwd(do, q, k, v, o, lse, mask, ctx.scale), None, None)
+
+    fwd.register_autograd(backward, setup_context=setup_context)
+    fwd.backward_op = bwd
+    return fwd

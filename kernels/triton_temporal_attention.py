@@ -37,6 +37,7 @@ from .triton_common import (
     attention_out_shape,
     attention_plan,
     attention_reason,
+    define_attention_op,
     dot_precision,
     empty_attention_out,
     interpreting,
@@ -308,48 +309,8 @@ def _launch_bwd(do, q, k, v, o, lse, mask, scale: float):
 
 
 # ============================================================================ custom ops
-@torch.library.custom_op("dit_video::packed_attention", mutates_args=())
-def packed_attention_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_padding_mask: torch.Tensor | None,
-                        scale: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """Forward: (o in q's layout, base-2 log-sum-exp [N*H, Lq] fp32)."""
-    return _launch_fwd(q, k, v, key_padding_mask, scale)
-
-
-@packed_attention_op.register_fake
-def _(q, k, v, key_padding_mask, scale):
-    batch, out_shape = attention_out_shape(q, k, v, key_padding_mask)
-    n = 1
-    for s in batch:
-        n = n * s
-    return empty_attention_out(q, out_shape), q.new_empty((n * q.shape[-2], q.shape[-3]), dtype=torch.float32)
-
-
-@torch.library.custom_op("dit_video::packed_attention_backward", mutates_args=())
-def packed_attention_backward_op(do: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-                                 o: torch.Tensor, lse: torch.Tensor, key_padding_mask: torch.Tensor | None,
-                                 scale: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    return _launch_bwd(do, q, k, v, o, lse, key_padding_mask, scale)
-
-
-@packed_attention_backward_op.register_fake
-def _(do, q, k, v, o, lse, key_padding_mask, scale):
-    return q.new_empty(q.shape), k.new_empty(k.shape), v.new_empty(v.shape)
-
-
-def _setup_context(ctx, inputs, output):
-    q, k, v, mask, scale = inputs
-    o, lse = output
-    ctx.save_for_backward(q, k, v, o, lse, mask)
-    ctx.scale = scale
-
-
-def _backward(ctx, do, dlse):
-    q, k, v, o, lse, mask = ctx.saved_tensors
-    dq, dk, dv = packed_attention_backward_op(do, q, k, v, o, lse, mask, ctx.scale)
-    return dq, dk, dv, None, None
-
-
-packed_attention_op.register_autograd(_backward, setup_context=_setup_context)
+packed_attention_op = define_attention_op("packed_attention", _launch_fwd, _launch_bwd)
+packed_attention_backward_op = packed_attention_op.backward_op
 
 
 # ============================================================================ public impl + registration
