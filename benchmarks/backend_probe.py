@@ -31,7 +31,7 @@ import sys
 from dit_video.kernels import dispatch
 for name in sys.argv[1:]:
     if name.startswith('!'):
-        dispatch._LOADED.add(name[1:])
+        dispatch.disable(name[1:], 'fenced off by the probe')
         continue
     print('LOADING', name, flush=True)
     dispatch._load(name)
@@ -41,8 +41,7 @@ for name in sys.argv[1:]:
 
 def _fence(name: str, reason: str) -> None:
     """Mark ``name`` as loaded-with-an-error so the dispatcher never imports it in this process."""
-    dispatch._LOADED.add(name)
-    dispatch._LOAD_ERRORS.setdefault(name, []).append(reason)
+    dispatch.disable(name, reason)
 
 
 def load_backends(device: str, timeout_s: float = 900.0) -> dict[str, str]:
@@ -51,7 +50,7 @@ def load_backends(device: str, timeout_s: float = 900.0) -> dict[str, str]:
     order += [b for b in dispatch.BACKENDS if b not in order]
     fenced: dict[str, str] = {}
     done: list[str] = []  # loaded fine in the child, in order (they stay loaded in the next probe)
-    pending = [b for b in order if b not in dispatch._LOADED]
+    pending = [b for b in order if not dispatch.is_loaded(b)]
     while pending:
         argv = [f"!{b}" for b in fenced] + done + pending
         try:

@@ -117,6 +117,17 @@ def _record_error(backend: str, mod: str, e: Exception) -> None:
     log.info("dit_video.kernels: backend %r unavailable: %s", backend, msg)
 
 
+def disable(backend: str, reason: str) -> None:
+    """Mark ``backend`` unavailable without importing it (e.g. its import crashed a probe process)."""
+    _LOADED.add(backend)
+    _LOAD_ERRORS.setdefault(backend, []).append(reason)
+
+
+def is_loaded(backend: str) -> bool:
+    """Whether ``backend``'s modules were imported (or the backend was disabled) in this process."""
+    return backend in _LOADED
+
+
 def _device_of(args, kwargs) -> str:
     for a in list(args) + list(kwargs.values()):
         if isinstance(a, torch.Tensor):
