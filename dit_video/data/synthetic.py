@@ -67,8 +67,12 @@ def make_clip(rng: random.Random, *, size: int = 32, num_frames: int = 8, colors
               shapes: Sequence[str] | None = None, directions: Sequence[str] | None = None,
               speeds: Sequence[str] | None = None, backgrounds: Sequence[str] | None = None,
               max_objects: int = 2, bounce: bool = True, occlusion_prob: float = 0.2,
-              speed_in_caption: bool = False) -> tuple[np.ndarray, str, dict]:
-    """One clip: uint8 frames ``[T, size, size, 3]``, its caption, and what was drawn (for the json)."""
+              speed_in_caption: bool = False, radius: tuple[float, float] = (0.12, 0.18)
+              ) -> tuple[np.ndarray, str, dict]:
+    """One clip: uint8 frames ``[T, size, size, 3]``, its caption, and what was drawn (for the json).
+
+    ``radius``: the range of a shape's radius (half the side of a square), as a fraction of ``size``.
+    """
     colors = list(colors or COLORS)
     shapes, directions = list(shapes or SHAPES), list(directions or DIRECTIONS)
     speeds, backgrounds = list(speeds or SPEEDS), list(backgrounds or BACKGROUNDS)
@@ -78,6 +82,8 @@ def make_clip(rng: random.Random, *, size: int = 32, num_frames: int = 8, colors
         bad = [c for c in chosen if c not in known]
         if bad:
             raise ValueError(f"unknown {name}(s) {bad}; choose from {list(known)}")
+    if not 0 < radius[0] <= radius[1] < 0.5:
+        raise ValueError(f"radius must be a range (lo, hi) with 0 < lo <= hi < 0.5 (fractions of size), got {radius}")
     bg_kind = rng.choice(backgrounds)
     video = np.broadcast_to(_background(bg_kind, size, rng), (num_frames, size, size, 3)).copy()
     yy, xx = np.mgrid[:size, :size].astype(np.float32)
@@ -86,7 +92,7 @@ def make_clip(rng: random.Random, *, size: int = 32, num_frames: int = 8, colors
     objects, phrases, bounced_any = [], [], False
     for color in rng.sample(colors, n_obj):
         shape, direction, speed = rng.choice(shapes), rng.choice(directions), rng.choice(speeds)
-        r = size * rng.uniform(0.12, 0.18)
+        r = size * rng.uniform(*radius)
         lo, hi = r, size - 1 - r
         v = SPEEDS[speed] * size
         dy, dx = DIRECTIONS[direction]
@@ -149,7 +155,8 @@ def write_synthetic_shards(out_dir: str, num: int, *, size: int = 32, num_frames
                            colors: Sequence[str] | None = None, shapes: Sequence[str] | None = None,
                            directions: Sequence[str] | None = None, speeds: Sequence[str] | None = None,
                            backgrounds: Sequence[str] | None = None, max_objects: int = 2, bounce: bool = True,
-                           occlusion_prob: float = 0.2, speed_in_caption: bool = False) -> list[str]:
+                           occlusion_prob: float = 0.2, speed_in_caption: bool = False,
+                           radius: tuple[float, float] = (0.12, 0.18)) -> list[str]:
     """Write ``num`` synthetic clips as shards ``00000.tar, ...`` in ``out_dir``; returns the shard paths.
 
     Clip ``i`` depends only on ``(seed, i)``, so the same arguments give the same data. Defaults are
@@ -162,7 +169,7 @@ def write_synthetic_shards(out_dir: str, num: int, *, size: int = 32, num_frames
         raise ValueError(f"size must be even and >= 8 (h264 needs even sides), got {size}; num_frames >= 1")
     clip_kw = dict(colors=colors, shapes=shapes, directions=directions, speeds=speeds, backgrounds=backgrounds,
                    max_objects=max_objects, bounce=bounce, occlusion_prob=occlusion_prob,
-                   speed_in_caption=speed_in_caption)
+                   speed_in_caption=speed_in_caption, radius=tuple(radius))
     make_clip(random.Random(0), size=size, num_frames=1, **clip_kw)  # validate names before any work
     prepare_out_dir(out_dir, overwrite)
     jobs = [(out_dir, s, start, min(samples_per_shard, num - start), size, num_frames, fps, seed, clip_kw)
@@ -173,3 +180,44 @@ def write_synthetic_shards(out_dir: str, num: int, *, size: int = 32, num_frames
     else:
         results = [_write_one_shard(j) for j in jobs]
     return [p for p, _ in results]
+
+
+def check_clip(frames: np.ndarray, caption: str, *, color_tol: float = 90.0, min_pixels: int = 9,
+               min_compactness: float = 0.6, min_shift: float = 1.5) -> dict:
+    """Does a clip (uint8 ``[T, H, W, 3]``, e.g. a generated sample) show what a one-object caption says?
+
+    Finds the pixels within ``color_tol`` (RGB distance) of the caption's colour in every frame and
+    reports ``present`` (every frame has >= ``min_pixels`` of them), ``one_shape`` (present, and in
+    every frame they fill >= ``min_compactness`` of their bounding box, i.e. one solid blob rather
+    than scattered pieces), ``moves`` (one shape whose centroid moves >= ``min_shift`` pixels from
+    the first to the last frame in the caption's direction) and the measured ``shift`` (dy, dx).
+    Captions name a colour and a direction as :func:`make_clip` writes them.
+    """
+    ws = caption.lower().split()
+    color = next((w for w in ws if w in COLORS), None)
+    direction = next((w for w in ws if w in DIRECTIONS), None)
+    if color is None:
+        raise ValueError(f"caption {caption!r} names no known colour ({list(COLORS)})")
+    if frames.ndim != 4 or frames.shape[-1] != 3:
+        raise ValueError(f"frames must be uint8 [T, H, W, 3], got shape {frames.shape}")
+    near = np.linalg.norm(frames.astype(np.float32) - np.array(COLORS[color], np.float32), axis=-1) < color_tol
+    counts = near.sum((1, 2))
+    present = bool((counts >= min_pixels).all())
+    compact, centres = [], []
+    for m in near:
+        ys, xs = np.nonzero(m)
+        if len(ys) < min_pixels:
+            compact.append(0.0)
+            centres.append((np.nan, np.nan))
+            continue
+        box = (ys.max() - ys.min() + 1) * (xs.max() - xs.min() + 1)
+        compact.append(len(ys) / box)
+        centres.append((ys.mean(), xs.mean()))
+    one_shape = present and min(compact) >= min_compactness
+    shift = (float(centres[-1][0] - centres[0][0]), float(centres[-1][1] - centres[0][1]))
+    moves = False
+    if one_shape and direction is not None:
+        dy, dx = DIRECTIONS[direction]
+        moves = shift[0] * dy + shift[1] * dx >= min_shift
+    return {"color": color, "direction": direction, "present": present, "one_shape": bool(one_shape),
+            "moves": bool(moves), "shift": shift, "compactness": float(np.mean(compact))}

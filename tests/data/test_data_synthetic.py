@@ -11,7 +11,7 @@ import pytest
 
 from dit_video.cli import main
 from dit_video.data import DataConfig, make_loader, write_synthetic_shards
-from dit_video.data.synthetic import COLORS
+from dit_video.data.synthetic import COLORS, check_clip, make_clip
 
 EASY = dict(colors=["red", "green", "blue"], shapes=["square"], directions=["left", "right", "up", "down"],
             backgrounds=["plain"], max_objects=1, occlusion_prob=0.0, bounce=False)
@@ -62,6 +62,38 @@ def test_bad_names_and_sizes_are_refused(tmp_path):
         write_synthetic_shards(str(tmp_path / "x"), 2, colors=["mauve"])
     with pytest.raises(ValueError, match="even"):
         write_synthetic_shards(str(tmp_path / "x"), 2, size=31)
+    with pytest.raises(ValueError, match="radius"):
+        write_synthetic_shards(str(tmp_path / "x"), 2, radius=(0.3, 0.2))
+
+
+def test_radius_sets_the_shape_size():
+    import random
+
+    for lo, hi in ((0.1, 0.12), (0.24, 0.26)):
+        frames, caption, _ = make_clip(random.Random(1), size=32, num_frames=2, **EASY, radius=(lo, hi))
+        color = caption.split()[1]
+        side = np.sqrt((np.linalg.norm(frames[0] - np.array(COLORS[color]), axis=-1) < 60).sum())
+        assert 2 * lo * 32 - 1 <= side <= 2 * hi * 32 + 2, (lo, hi, side)
+
+
+def test_check_clip_accepts_real_clips_and_rejects_wrong_captions_and_noise():
+    import random
+
+    for i in range(20):
+        frames, caption, _ = make_clip(random.Random(i), size=24, num_frames=8, **EASY)
+        got = check_clip(frames, caption)
+        assert got["present"] and got["one_shape"] and got["moves"], (caption, got)
+        flipped = {"left": "right", "right": "left", "up": "down", "down": "up"}[got["direction"]]
+        assert not check_clip(frames, caption.replace(got["direction"], flipped))["moves"]
+        other = next(c for c in ("red", "green", "blue") if c != got["color"])
+        assert not check_clip(frames, caption.replace(got["color"], other))["present"]
+    two = np.zeros((8, 24, 24, 3), np.uint8)
+    two[:, 2:6, 2:6] = two[:, 16:20, 16:20] = COLORS["red"]  # two pieces: not one shape
+    assert check_clip(two, "a red square")["present"] and not check_clip(two, "a red square")["one_shape"]
+    noise = np.random.default_rng(0).integers(0, 256, (8, 24, 24, 3)).astype(np.uint8)
+    assert not check_clip(noise, "a red square moving left")["one_shape"]
+    with pytest.raises(ValueError, match="colour"):
+        check_clip(noise, "a mauve square")
 
 
 def test_cli_make_synthetic_and_make_shards(tmp_path, capsys):
