@@ -6,7 +6,11 @@ objective:
 - ``objective="flow"`` (rectified flow, the default): ``x_t = (1 - u) x0 + u eps`` for ``u`` in
   [0, 1]; the model predicts the velocity ``eps - x0``; its timestep is ``u * num_train_timesteps``.
   ``shift`` warps ``u`` towards noise (``u' = shift u / (1 + (shift - 1) u)``, SD3) in training
-  *and* sampling; use > 1 for longer or larger inputs.
+  *and* sampling; use > 1 for longer or larger inputs. ``prediction="x0"`` makes the network
+  output the clean clip instead (x-prediction, Li & He 2025 "Back to Basics: Let Denoising
+  Generative Models Denoise"): the velocity is ``(x_t - out) / max(u, x0_min_u)``, the loss stays
+  on the velocity. It helps when a patch has about as many values as the model has channels
+  (pixel space, large patches), where a velocity net must carry the noise through its width.
 - ``objective="eps" | "v"`` (DDPM): ``x_t = sqrt(abar_k) x0 + sqrt(1 - abar_k) eps`` at discrete
   ``k`` in ``0..num_train_timesteps-1`` with betas from ``schedule``; ``zero_terminal_snr``
   rescales them so that the last step is pure noise (Lin et al. 2024; needs ``objective="v"``).
@@ -25,6 +29,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 OBJECTIVES = ("flow", "eps", "v")
+PREDICTIONS = ("velocity", "x0")
 SCHEDULES = ("linear", "cosine", "scaled_linear")
 TIMESTEP_SAMPLING = ("logit_normal", "uniform")
 
@@ -41,6 +46,8 @@ class DiffusionConfig:
     logit_mean: float = 0.0
     logit_std: float = 1.0
     shift: float = 1.0
+    prediction: str = "velocity"
+    x0_min_u: float = 0.05
     min_snr_gamma: float | None = None
     per_frame_timesteps: bool = False
     cond_frames: int = 0
@@ -53,7 +60,7 @@ class DiffusionConfig:
     def validate(self) -> DiffusionConfig:
         """Raise ``ValueError`` naming the field and the allowed values; returns self."""
         for key, allowed in (("objective", OBJECTIVES), ("schedule", SCHEDULES),
-                             ("timestep_sampling", TIMESTEP_SAMPLING)):
+                             ("timestep_sampling", TIMESTEP_SAMPLING), ("prediction", PREDICTIONS)):
             if getattr(self, key) not in allowed:
                 raise ValueError(f"DiffusionConfig.{key} must be one of {allowed}, got {getattr(self, key)!r}")
         if self.num_train_timesteps < 2:
@@ -72,6 +79,11 @@ class DiffusionConfig:
         if self.zero_terminal_snr and self.objective != "v":
             raise ValueError("DiffusionConfig.zero_terminal_snr=true needs objective='v': at the last timestep "
                              f"x_t is pure noise and an {self.objective!r} prediction cannot recover x0")
+        if self.objective != "flow" and self.prediction != "velocity":
+            raise ValueError(f"DiffusionConfig.prediction={self.prediction!r} is a rectified-flow option; "
+                             f"objective={self.objective!r} predicts what its name says (use prediction='velocity')")
+        if not 0.0 < self.x0_min_u < 1.0:
+            raise ValueError(f"DiffusionConfig.x0_min_u must be in (0, 1), got {self.x0_min_u}")
         if self.objective != "flow" and self.shift != 1.0:
             raise ValueError(f"DiffusionConfig.shift is a rectified-flow option; objective={self.objective!r} "
                              "needs shift=1.0")

@@ -4,7 +4,8 @@ Both processes write ``x_t = alpha(t) x0 + sigma(t) eps`` and differ in ``alpha`
 timestep grid and the model's prediction target:
 
 - :class:`FlowMatching` (rectified flow): ``alpha = 1 - u``, ``sigma = u``, ``t = u * N``;
-  target ``eps - x0`` (velocity).
+  target ``eps - x0`` (velocity); with ``prediction="x0"`` the network outputs ``x0`` and
+  :meth:`Diffusion.prediction_to_target` turns that into the velocity ``(x_t - out) / max(u, x0_min_u)``.
 - :class:`GaussianDiffusion` (DDPM): ``alpha = sqrt(abar_k)``, ``sigma = sqrt(1 - abar_k)``,
   ``t = k``; target ``eps`` or ``v = alpha eps - sigma x0`` (Salimans & Ho 2022).
 
@@ -75,10 +76,18 @@ class Diffusion:
         a, s = self.alpha_sigma(t)
         return _expand(a, x0).to(x0.dtype) * noise - _expand(s, x0).to(x0.dtype) * x0
 
+    def prediction_to_target(self, x_t: torch.Tensor, t: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        """The network's output in the space of :meth:`target` (identity unless flow with ``prediction="x0"``)."""
+        if self.config.prediction == "velocity":
+            return out
+        dt = torch.promote_types(x_t.dtype, torch.float32)  # at least fp32 math
+        u = _expand((t.to(dt) / self.num_train_timesteps).clamp_min(self.config.x0_min_u), x_t)
+        return ((x_t.to(dt) - out.to(dt)) / u).to(out.dtype)
+
     def x0_eps(self, x_t: torch.Tensor, t: torch.Tensor, pred: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Invert a prediction to ``(x0_hat, eps_hat)`` at ``x_t`` (fp32 math, result in x_t's dtype)."""
+        """Invert a network output to ``(x0_hat, eps_hat)`` at ``x_t`` (fp32 math, result in x_t's dtype)."""
         a, s = (_expand(c, x_t) for c in self.alpha_sigma(t))
-        x, p = x_t.float(), pred.float()
+        x, p = x_t.float(), self.prediction_to_target(x_t, t, pred).float()
         if self.objective == "flow":  # x = (1-u) x0 + u eps, p = eps - x0
             x0 = x - s * p
             eps = x + a * p
@@ -146,6 +155,7 @@ class Diffusion:
         if pred.shape != x0.shape:
             raise ValueError(f"model_fn returned shape {tuple(pred.shape)}, expected x0's {tuple(x0.shape)} "
                              "(a learn_sigma model's extra channels must be dropped by the caller)")
+        pred = self.prediction_to_target(x_t, t, pred)
         err = (pred.float() - self.target(x0, noise, t).float()).pow(2).mean(dim=(1, 3, 4))  # [B, T]
         valid = torch.ones_like(err, dtype=torch.bool) if mask is None else ~mask
         w = self.loss_weight(t)

@@ -41,7 +41,9 @@ def exact_model_fn(diffusion):
             a, s = abar.sqrt(), (1 - abar).sqrt()
         x0 = posterior_mean(x64, a.expand_as(x64), s.expand_as(x64))
         eps = (x64 - a * x0) / s
-        if diffusion.objective == "flow":
+        if diffusion.config.prediction == "x0":  # flow with x-prediction: the network outputs x0
+            pred = x0
+        elif diffusion.objective == "flow":
             pred = eps - x0
         elif diffusion.objective == "eps":
             pred = eps

@@ -33,6 +33,7 @@ CASES = [  # (config, sampler, steps, KS tolerance)
     (DiffusionConfig(objective="flow"), "euler", 100, 0.008),
     (DiffusionConfig(objective="flow", shift=3.0), "euler", 100, 0.008),
     (DiffusionConfig(objective="flow"), "heun", 20, 0.003),
+    (DiffusionConfig(objective="flow", prediction="x0"), "heun", 20, 0.003),
     (DiffusionConfig(objective="eps", schedule="linear"), "ddim", 100, 0.01),
     (DiffusionConfig(objective="v", schedule="cosine"), "ddim", 100, 0.01),
     (DiffusionConfig(objective="eps", schedule="linear"), "dpmpp_2m", 50, 0.005),
@@ -42,7 +43,7 @@ CASES = [  # (config, sampler, steps, KS tolerance)
 
 
 @pytest.mark.parametrize("cfg,sampler,steps,tol", CASES,
-                         ids=[f"{c.objective}-{c.schedule}-shift{c.shift}-{s}-{n}" for c, s, n, _ in CASES])
+                         ids=[f"{c.objective}-{c.prediction}-{c.schedule}-shift{c.shift}-{s}-{n}" for c, s, n, _ in CASES])
 def test_sampler_recovers_mixture(cfg, sampler, steps, tol):
     x = run(cfg, sampler, steps)
     assert torch.isfinite(x).all()

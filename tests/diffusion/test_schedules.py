@@ -59,7 +59,31 @@ def test_prediction_inverts_to_x0_and_eps(objective):
         torch.testing.assert_close(eps_hat, eps, rtol=1e-4, atol=1e-4)
 
 
+def test_x0_prediction_is_a_reparametrised_velocity():
+    """prediction='x0': an output of x0 means the velocity eps - x0 (above x0_min_u), so samplers and loss agree."""
+    d = build_diffusion(DiffusionConfig(objective="flow", prediction="x0", x0_min_u=0.05))
+    x0, eps = torch.randn(3, 2, 4, 2, 2, dtype=torch.float64), torch.randn(3, 2, 4, 2, 2, dtype=torch.float64)
+    t = torch.tensor([[60.0, 100.0, 500.0, 990.0]] * 3)
+    x_t = d.add_noise(x0, eps, t)
+    tol = dict(rtol=1e-5, atol=1e-5)  # alpha/sigma are fp32
+    torch.testing.assert_close(d.prediction_to_target(x_t, t, x0), d.target(x0, eps, t), **tol)
+    x0_hat, eps_hat = d.x0_eps(x_t, t, x0)
+    torch.testing.assert_close(x0_hat, x0, **tol)
+    torch.testing.assert_close(eps_hat, eps, **tol)
+    low = torch.full((3,), 10.0)  # u = 0.01 < x0_min_u: the velocity is (x_t - out) / 0.05, finite
+    v = d.prediction_to_target(d.add_noise(x0, eps, low), low, x0)
+    torch.testing.assert_close(v, 0.01 / 0.05 * (eps - x0), **tol)
+    plain = build_diffusion(DiffusionConfig(objective="flow"))
+    assert plain.prediction_to_target(x_t, t, x0) is x0
+
+
 def test_config_errors():
+    with pytest.raises(ValueError, match="prediction='x0' is a rectified-flow option"):
+        DiffusionConfig(objective="eps", prediction="x0")
+    with pytest.raises(ValueError, match="prediction must be one of"):
+        DiffusionConfig(prediction="eps")
+    with pytest.raises(ValueError, match="x0_min_u must be in"):
+        DiffusionConfig(prediction="x0", x0_min_u=0.0)
     with pytest.raises(ValueError, match="objective must be one of"):
         DiffusionConfig(objective="x0")
     with pytest.raises(ValueError, match="zero_terminal_snr=true needs objective='v'"):

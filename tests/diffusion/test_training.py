@@ -25,7 +25,8 @@ def model_fn_of(model: VideoDiT):
     DiffusionConfig(objective="eps", timestep_sampling="uniform"),
     DiffusionConfig(objective="v", schedule="cosine", zero_terminal_snr=True, min_snr_gamma=5.0),
     DiffusionConfig(objective="flow", per_frame_timesteps=True, cond_frames=1, cond_prob=0.5),
-], ids=["flow", "eps", "v-minsnr", "flow-perframe-cond"])
+    DiffusionConfig(objective="flow", prediction="x0"),
+], ids=["flow", "eps", "v-minsnr", "flow-perframe-cond", "flow-x0"])
 def test_objective_trains_on_a_fixed_batch(cfg):
     torch.manual_seed(0)
     d = build_diffusion(cfg)
@@ -155,7 +156,9 @@ def test_training_loss_validates_shapes():
 
 
 @pytest.mark.parametrize("cfg", [DiffusionConfig(objective="flow"), DiffusionConfig(objective="eps"),
-                                 DiffusionConfig(objective="v", schedule="cosine")], ids=["flow", "eps", "v"])
+                                 DiffusionConfig(objective="v", schedule="cosine"),
+                                 DiffusionConfig(objective="flow", prediction="x0")],
+                         ids=["flow", "eps", "v", "flow-x0"])
 def test_exact_denoiser_minimises_the_training_loss(cfg):
     """The training target and the samplers' conversions agree: on mixture data, the exact posterior
     prediction (the one the sampler tests integrate) has a lower loss than any perturbation of it."""
