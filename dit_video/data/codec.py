@@ -144,6 +144,13 @@ def _decode_pyav(data: bytes, plan: ClipPlan) -> tuple[np.ndarray, dict]:
                                                       "src_frames": len(frames), "src_fps": fps}
 
 
+# Frame sizes decord 0.6 cannot copy out (it pads rows to an alignment and then refuses the copy:
+# "The size must exactly match", e.g. a width of 24). A failed decord attempt costs ~10x a decode, so
+# once this has happened in a process, PyAV decodes first there (its frames are the same); decord
+# still serves any clip PyAV cannot decode.
+_DECORD_BAD_SIZES: set[tuple[int, int]] = set()
+
+
 def decode_clip(data: bytes, plan: ClipPlan) -> tuple[np.ndarray, dict]:
     """Decode ``plan``'s clip from mp4 bytes: uint8 ``[T, H, W, 3]`` and an info dict.
 
@@ -153,6 +160,16 @@ def decode_clip(data: bytes, plan: ClipPlan) -> tuple[np.ndarray, dict]:
     if len(data) == 0:
         raise DecodeFailure(EMPTY, "zero-byte file")
     decord_error = None
+    if _DECORD_BAD_SIZES:
+        try:
+            frames, info = _decode_pyav(data, plan)
+        except Exception:  # noqa: BLE001 - decord may still decode it; errors are reported below
+            pass
+        else:
+            size = (int(frames.shape[1]), int(frames.shape[2]))
+            info["decord_error"] = (f"skipped: decord cannot copy out {size[1]}x{size[0]} frames (seen earlier in "
+                                    "this process)") if size in _DECORD_BAD_SIZES else None
+            return frames, info
     try:
         frames, info = _decode_decord(data, plan)
         return frames, info
@@ -172,6 +189,8 @@ def decode_clip(data: bytes, plan: ClipPlan) -> tuple[np.ndarray, dict]:
         raise
     except Exception as e:
         raise DecodeFailure(DECODE_ERROR, f"PyAV {type(e).__name__}: {e}; decord: {decord_error}") from None
+    if decord_error and "size must exactly match" in decord_error:
+        _DECORD_BAD_SIZES.add((int(frames.shape[1]), int(frames.shape[2])))
     info["decord_error"] = decord_error
     return frames, info
 

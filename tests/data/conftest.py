@@ -21,3 +21,13 @@ def shard_of(tmp_path):
         return path
 
     return write
+
+
+@pytest.fixture(autouse=True)
+def _fresh_decord_memory():
+    """Each test starts with no frame sizes marked as decord-failing (a per-process memory in codec)."""
+    from dit_video.data import codec
+
+    codec._DECORD_BAD_SIZES.clear()
+    yield
+    codec._DECORD_BAD_SIZES.clear()

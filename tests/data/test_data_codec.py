@@ -59,6 +59,33 @@ def test_pyav_fallback_when_decord_fails(monkeypatch):
     assert frames.shape == (5, 24, 32, 3) and info["decoder"] == "pyav" and "exploded" in info["decord_error"]
 
 
+def test_a_size_decord_cannot_copy_goes_to_pyav_first_afterwards(monkeypatch):
+    """decord 0.6 fails on e.g. 24-pixel-wide frames ("The size must exactly match"); the first such
+    failure is remembered, so later clips skip the costly failed attempt but are still reported."""
+    calls = []
+
+    def decord_size_bug(*a, **k):
+        calls.append(1)
+        raise RuntimeError("Check failed: from_size == to_size (2304 vs. 1728) DECORDArrayCopyFromTo: "
+                           "The size must exactly match")
+
+    monkeypatch.setattr(codec, "_decode_decord", decord_size_bug)
+    x = _frames(t=4, h=24, w=24)
+    data = codec.encode_mp4(x, fps=8)
+    plan = ClipPlan(num_frames=4, u_start=0.0)
+    first, info1 = codec.decode_clip(data, plan)
+    assert info1["decoder"] == "pyav" and "size must exactly match" in info1["decord_error"]
+    assert codec._DECORD_BAD_SIZES == {(24, 24)} and len(calls) == 1
+    second, info2 = codec.decode_clip(data, plan)
+    assert len(calls) == 1  # decord not tried again
+    assert info2["decoder"] == "pyav" and info2["decord_error"].startswith("skipped: decord cannot copy out 24x24")
+    assert np.array_equal(first, second)
+    ok, info3 = codec.decode_clip(codec.encode_mp4(_frames(), fps=8), plan)  # another size: PyAV, no error
+    assert info3["decoder"] == "pyav" and info3["decord_error"] is None and ok.shape == (4, 16, 32, 3)
+    with pytest.raises(DecodeFailure):  # PyAV-first still reports what is wrong with a broken file
+        codec.decode_clip(b"\x00garbage" * 300, plan)
+
+
 @pytest.mark.parametrize("data,reason", [
     (b"", codec.EMPTY),
     (b"\x00garbage" * 300, codec.DECODE_ERROR),
