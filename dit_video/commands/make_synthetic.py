@@ -27,6 +27,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backgrounds", help=f"comma list from {','.join(BACKGROUNDS)} (default all)")
     p.add_argument("--max-objects", type=int, default=2, help="shapes per clip, at most (default 2)")
     p.add_argument("--occlusion-prob", type=float, default=0.2, help="chance of an occluding bar (default 0.2)")
+    p.add_argument("--radius", type=float, nargs=2, default=(0.12, 0.18), metavar=("LO", "HI"),
+                   help="shape radius range as fractions of the frame side (default 0.12 0.18; the demo uses "
+                        "0.22 0.28)")
     p.add_argument("--no-bounce", action="store_true", help="let shapes leave the frame instead of bouncing")
     p.add_argument("--easy", action="store_true",
                    help="easy-to-learn preset: one square, red/green/blue, left/right, plain background, no occlusion")
@@ -38,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
 
     kw = dict(colors=_names(args.colors), shapes=_names(args.shapes), directions=_names(args.directions),
               speeds=_names(args.speeds), backgrounds=_names(args.backgrounds), max_objects=args.max_objects,
-              occlusion_prob=args.occlusion_prob, bounce=not args.no_bounce)
+              occlusion_prob=args.occlusion_prob, bounce=not args.no_bounce, radius=tuple(args.radius))
     if args.easy:
         kw.update(colors=kw["colors"] or ["red", "green", "blue"], shapes=kw["shapes"] or ["square"],
                   directions=kw["directions"] or ["left", "right"], backgrounds=["plain"], max_objects=1,

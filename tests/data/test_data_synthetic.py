@@ -102,6 +102,8 @@ def test_cli_make_synthetic_and_make_shards(tmp_path, capsys):
     assert sorted(os.listdir(out))[:2] == ["00000.tar", "00000_stats.json"]
     assert main(["make-synthetic", "--out", str(out), "--num", "5"]) == 2  # not empty, no --overwrite
     assert "--overwrite" in capsys.readouterr().err
+    assert main(["make-synthetic", "--out", str(tmp_path / "r"), "--num", "2", "--radius", "0.3", "0.2"]) == 2
+    assert "radius must be a range" in capsys.readouterr().err
 
     src = tmp_path / "videos"
     src.mkdir()
