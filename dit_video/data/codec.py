@@ -155,7 +155,8 @@ def decode_clip(data: bytes, plan: ClipPlan) -> tuple[np.ndarray, dict]:
     """Decode ``plan``'s clip from mp4 bytes: uint8 ``[T, H, W, 3]`` and an info dict.
 
     Tries decord first (absent on some platforms, and it fails on some files), then PyAV; info
-    says which decoder served (``"pyav"`` after a decord failure is counted as a fallback).
+    says which decoder served (``"pyav"`` after a decord failure is counted as a fallback). After
+    decord has failed on a frame size in this process (``_DECORD_BAD_SIZES``), PyAV goes first.
     """
     if len(data) == 0:
         raise DecodeFailure(EMPTY, "zero-byte file")
