@@ -16,6 +16,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("demo", "train a tiny model on generated clips (CPU, no downloads) and write sample videos"),
     "train": ("train", "train a VideoDiT from a YAML config (DeepSpeed engine)"),
     "sample": ("sample", "sample videos from exported weights"),
+    "eval": ("eval", "score videos: flicker, warping error, motion, persistence; FVD / CLIP score from local weights"),
     "export": ("export", "export EMA weights of a training checkpoint as safetensors"),
     "make-shards": ("make_shards", "write webdataset shards from a folder of videos"),
     "make-synthetic": ("make_synthetic", "generate captioned synthetic clips as webdataset shards"),
