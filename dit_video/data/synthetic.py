@@ -29,7 +29,7 @@ DIRECTIONS: dict[str, tuple[float, float]] = {  # (dy, dx), image coordinates (y
 }
 SPEEDS = {"slowly": 0.035, "quickly": 0.08}  # fraction of the frame side per frame
 BACKGROUNDS = ("plain", "textured")
-_DARK = [(10, 10, 12), (30, 20, 40), (15, 35, 30), (40, 35, 25)]
+DARK = [(10, 10, 12), (30, 20, 40), (15, 35, 30), (40, 35, 25)]  # background base colours (one per clip)
 
 
 def _article(word: str) -> str:
@@ -49,8 +49,9 @@ def _mask(shape: str, yy: np.ndarray, xx: np.ndarray, cy: np.ndarray, cx: np.nda
     raise ValueError(f"unknown shape {shape!r}; choose from {SHAPES}")
 
 
-def _background(kind: str, size: int, rng: random.Random) -> np.ndarray:
-    base = np.array(rng.choice(_DARK), np.float32)
+def _background(kind: str, size: int, rng: random.Random,
+                colors: Sequence[tuple[int, int, int]] | None = None) -> np.ndarray:
+    base = np.array(rng.choice(list(colors or DARK)), np.float32)
     img = np.broadcast_to(base, (size, size, 3)).copy()
     if kind == "textured":
         nrng = np.random.default_rng(rng.getrandbits(32))
@@ -67,11 +68,14 @@ def make_clip(rng: random.Random, *, size: int = 32, num_frames: int = 8, colors
               shapes: Sequence[str] | None = None, directions: Sequence[str] | None = None,
               speeds: Sequence[str] | None = None, backgrounds: Sequence[str] | None = None,
               max_objects: int = 2, bounce: bool = True, occlusion_prob: float = 0.2,
-              speed_in_caption: bool = False, radius: tuple[float, float] = (0.12, 0.18)
-              ) -> tuple[np.ndarray, str, dict]:
+              speed_in_caption: bool = False, radius: tuple[float, float] = (0.12, 0.18),
+              background_colors: Sequence[tuple[int, int, int]] | None = None) -> tuple[np.ndarray, str, dict]:
     """One clip: uint8 frames ``[T, size, size, 3]``, its caption, and what was drawn (for the json).
 
     ``radius``: the range of a shape's radius (half the side of a square), as a fraction of ``size``.
+    ``background_colors``: RGB base colours the background is drawn from (default :data:`DARK`).
+    Without ``bounce`` a shape starts where its whole path stays inside the frame when the path is
+    short enough (else as close to the opposite wall as it can), so it stays whole to the last frame.
     """
     colors = list(colors or COLORS)
     shapes, directions = list(shapes or SHAPES), list(directions or DIRECTIONS)
@@ -82,10 +86,14 @@ def make_clip(rng: random.Random, *, size: int = 32, num_frames: int = 8, colors
         bad = [c for c in chosen if c not in known]
         if bad:
             raise ValueError(f"unknown {name}(s) {bad}; choose from {list(known)}")
+    if background_colors is not None and (not background_colors or any(
+            len(c) != 3 or not all(0 <= v <= 255 for v in c) for c in background_colors)):
+        raise ValueError(f"background_colors must be RGB triples in 0..255, got {background_colors}")
     if not 0 < radius[0] <= radius[1] < 0.5:
         raise ValueError(f"radius must be a range (lo, hi) with 0 < lo <= hi < 0.5 (fractions of size), got {radius}")
     bg_kind = rng.choice(backgrounds)
-    video = np.broadcast_to(_background(bg_kind, size, rng), (num_frames, size, size, 3)).copy()
+    video = np.broadcast_to(_background(bg_kind, size, rng, background_colors),
+                            (num_frames, size, size, 3)).copy()
     yy, xx = np.mgrid[:size, :size].astype(np.float32)
     t = np.arange(num_frames, dtype=np.float32)
     n_obj = rng.randint(1, max(1, min(max_objects, len(colors))))
@@ -98,11 +106,12 @@ def make_clip(rng: random.Random, *, size: int = 32, num_frames: int = 8, colors
         dy, dx = DIRECTIONS[direction]
         # start away from the wall it moves towards, so the named direction is what one sees first
         start = [rng.uniform(lo, hi), rng.uniform(lo, hi)]
+        room = 0.35 * (hi - lo) if bounce else max(0.0, hi - lo - v * (num_frames - 1))
         for axis, d in ((0, dy), (1, dx)):
             if d > 0:
-                start[axis] = rng.uniform(lo, lo + 0.35 * (hi - lo))
+                start[axis] = rng.uniform(lo, lo + room)
             elif d < 0:
-                start[axis] = rng.uniform(hi - 0.35 * (hi - lo), hi)
+                start[axis] = rng.uniform(hi - room, hi)
         path = []
         bounced = False
         for start_a, d in ((start[0], dy), (start[1], dx)):
@@ -156,7 +165,8 @@ def write_synthetic_shards(out_dir: str, num: int, *, size: int = 32, num_frames
                            directions: Sequence[str] | None = None, speeds: Sequence[str] | None = None,
                            backgrounds: Sequence[str] | None = None, max_objects: int = 2, bounce: bool = True,
                            occlusion_prob: float = 0.2, speed_in_caption: bool = False,
-                           radius: tuple[float, float] = (0.12, 0.18)) -> list[str]:
+                           radius: tuple[float, float] = (0.12, 0.18),
+                           background_colors: Sequence[tuple[int, int, int]] | None = None) -> list[str]:
     """Write ``num`` synthetic clips as shards ``00000.tar, ...`` in ``out_dir``; returns the shard paths.
 
     Clip ``i`` depends only on ``(seed, i)``, so the same arguments give the same data. Defaults are
@@ -169,7 +179,8 @@ def write_synthetic_shards(out_dir: str, num: int, *, size: int = 32, num_frames
         raise ValueError(f"size must be even and >= 8 (h264 needs even sides), got {size}; num_frames >= 1")
     clip_kw = dict(colors=colors, shapes=shapes, directions=directions, speeds=speeds, backgrounds=backgrounds,
                    max_objects=max_objects, bounce=bounce, occlusion_prob=occlusion_prob,
-                   speed_in_caption=speed_in_caption, radius=tuple(radius))
+                   speed_in_caption=speed_in_caption, radius=tuple(radius),
+                   background_colors=None if background_colors is None else [tuple(c) for c in background_colors])
     make_clip(random.Random(0), size=size, num_frames=1, **clip_kw)  # validate names before any work
     prepare_out_dir(out_dir, overwrite)
     jobs = [(out_dir, s, start, min(samples_per_shard, num - start), size, num_frames, fps, seed, clip_kw)
@@ -182,8 +193,37 @@ def write_synthetic_shards(out_dir: str, num: int, *, size: int = 32, num_frames
     return [p for p, _ in results]
 
 
+# Which quarter-corners of its bounding box a shape fills (top-left, top-right, bottom-left, bottom-right):
+# a square all four, a circle none, an apex-up triangle the bottom two. Measured on make_clip's pixel
+# masks: exact for shapes >= 10 px across (radius >= 0.16 of a 32 px frame); smaller ones blur it.
+CORNERS = {"square": (1.0, 1.0, 1.0, 1.0), "circle": (0.0, 0.0, 0.0, 0.0), "triangle": (0.0, 0.0, 1.0, 1.0)}
+
+
+def corner_fill(mask: np.ndarray) -> np.ndarray:
+    """Filled fraction of each corner triangle (legs a quarter of the sides) of ``mask``'s bounding box, [4]."""
+    ys, xs = np.nonzero(mask)
+    y0, x0 = ys.min(), xs.min()
+    h, w = ys.max() - y0 + 1, xs.max() - x0 + 1
+    sub = mask[y0:y0 + h, x0:x0 + w]
+    iy, ix = np.arange(h)[:, None] + 0.5, np.arange(w)[None, :] + 0.5
+    out = []
+    for dy in (iy, h - iy):
+        for dx in (ix, w - ix):
+            corner = np.broadcast_to(dy / h + dx / w < 0.25, sub.shape)
+            out.append(float(sub[corner].mean()) if corner.any() else 0.0)
+    return np.array(out)
+
+
+def nearest_shape(mask: np.ndarray) -> str:
+    """The shape in :data:`CORNERS` whose corner pattern is closest to ``mask``'s."""
+    got = corner_fill(mask)
+    return min(CORNERS, key=lambda k: float(np.square(got - np.array(CORNERS[k])).sum()))
+
+
 def check_clip(frames: np.ndarray, caption: str, *, color_tol: float = 90.0, min_pixels: int = 9,
-               min_compactness: float = 0.6, min_shift: float = 1.5) -> dict:
+               min_compactness: float = 0.6, min_shift: float = 1.5,
+               background: tuple[int, int, int] | None = None, bg_tol: float = 40.0, bg_share: float = 0.97,
+               bg_margin: int = 2) -> dict:
     """Does a clip (uint8 ``[T, H, W, 3]``, e.g. a generated sample) show what a one-object caption says?
 
     Finds the pixels within ``color_tol`` (RGB distance) of the caption's colour in every frame and
@@ -191,33 +231,62 @@ def check_clip(frames: np.ndarray, caption: str, *, color_tol: float = 90.0, min
     every frame they fill >= ``min_compactness`` of their bounding box, i.e. one solid blob rather
     than scattered pieces), ``moves`` (one shape whose centroid moves >= ``min_shift`` pixels from
     the first to the last frame in the caption's direction) and the measured ``shift`` (dy, dx).
-    Captions name a colour and a direction as :func:`make_clip` writes them.
+    ``shape_ok`` (None when the caption names no shape): one shape that is, in every frame, the
+    captioned one by its corners (:func:`nearest_shape`); ``shapes`` lists what each frame showed.
+    With ``background`` (the RGB colour the clips were drawn on): ``background_ok`` says that in
+    every frame >= ``bg_share`` of the pixels farther than ``bg_margin`` from the shape are within
+    ``bg_tol`` of it (plain, not tinted, no stray blobs); ``background_dist`` is the worst frame's
+    mean distance. ``ok``: every check that applies passed.
+    Captions name a colour, a shape and a direction as :func:`make_clip` writes them.
     """
     ws = caption.lower().split()
     color = next((w for w in ws if w in COLORS), None)
     direction = next((w for w in ws if w in DIRECTIONS), None)
+    shape = next((w for w in ws if w in CORNERS), None)
     if color is None:
         raise ValueError(f"caption {caption!r} names no known colour ({list(COLORS)})")
     if frames.ndim != 4 or frames.shape[-1] != 3:
         raise ValueError(f"frames must be uint8 [T, H, W, 3], got shape {frames.shape}")
-    near = np.linalg.norm(frames.astype(np.float32) - np.array(COLORS[color], np.float32), axis=-1) < color_tol
+    pixels = frames.astype(np.float32)
+    near = np.linalg.norm(pixels - np.array(COLORS[color], np.float32), axis=-1) < color_tol
     counts = near.sum((1, 2))
     present = bool((counts >= min_pixels).all())
-    compact, centres = [], []
+    compact, centres, shapes = [], [], []
     for m in near:
         ys, xs = np.nonzero(m)
         if len(ys) < min_pixels:
             compact.append(0.0)
             centres.append((np.nan, np.nan))
+            shapes.append(None)
             continue
         box = (ys.max() - ys.min() + 1) * (xs.max() - xs.min() + 1)
         compact.append(len(ys) / box)
         centres.append((ys.mean(), xs.mean()))
+        shapes.append(nearest_shape(m))
     one_shape = present and min(compact) >= min_compactness
     shift = (float(centres[-1][0] - centres[0][0]), float(centres[-1][1] - centres[0][1]))
     moves = False
     if one_shape and direction is not None:
         dy, dx = DIRECTIONS[direction]
         moves = shift[0] * dy + shift[1] * dx >= min_shift
-    return {"color": color, "direction": direction, "present": present, "one_shape": bool(one_shape),
-            "moves": bool(moves), "shift": shift, "compactness": float(np.mean(compact))}
+    shape_ok = None if shape is None else bool(one_shape and all(s == shape for s in shapes))
+    result = {"color": color, "direction": direction, "shape": shape, "present": present,
+              "one_shape": bool(one_shape), "moves": bool(moves), "shape_ok": shape_ok, "shapes": shapes,
+              "shift": shift, "compactness": float(np.mean(compact))}
+    background_ok = None
+    if background is not None:
+        from scipy.ndimage import binary_dilation
+
+        grown = binary_dilation(near, structure=np.ones((1, 3, 3), bool), iterations=bg_margin)
+        dist = np.linalg.norm(pixels - np.array(background, np.float32), axis=-1)
+        shares, means = [], []
+        for d, g in zip(dist, grown):
+            rest = d[~g]
+            shares.append(float((rest < bg_tol).mean()) if rest.size else 0.0)
+            means.append(float(rest.mean()) if rest.size else float("inf"))
+        background_ok = min(shares) >= bg_share
+        result["background_dist"] = max(means)
+    result["background_ok"] = background_ok
+    result["ok"] = bool(one_shape and (direction is None or moves) and shape_ok is not False
+                        and background_ok is not False)
+    return result

@@ -145,3 +145,63 @@ def test_captions_files(tmp_path):
         read_captions(str(tmp_path / "c.txt"))
     with pytest.raises(FileNotFoundError):
         read_captions(str(tmp_path / "missing.csv"))
+
+
+DEMO_LIKE = dict(colors=["red", "green", "blue", "yellow"], shapes=["square", "circle"],
+                 directions=["left", "right", "up", "down"], speeds=["slowly"], backgrounds=["plain"], max_objects=1,
+                 occlusion_prob=0.0, bounce=False, radius=(0.16, 0.19), background_colors=[(10, 10, 12)])
+
+
+def test_without_bounce_shapes_stay_whole_to_the_last_frame_and_the_check_knows_the_shape():
+    import random
+
+    for i in range(40):
+        frames, caption, meta = make_clip(random.Random(i), size=32, num_frames=16, **DEMO_LIKE)
+        color = np.array(COLORS[meta["objects"][0]["color"]], np.float32)
+        mask = np.linalg.norm(frames.astype(np.float32) - color, axis=-1) < 60
+        sides = np.array([[np.ptp(np.nonzero(m)[k]) + 1 for k in (0, 1)] for m in mask])  # bounding box [T, 2]
+        assert sides.min() >= sides.max() - 1 and sides.min() >= 10, (caption, sides)  # never cut by an edge
+        got = check_clip(frames, caption, background=(10, 10, 12), min_shift=8.0)
+        assert got["ok"] and got["shape_ok"] and got["background_ok"], (caption, got)
+        other = "circle" if got["shape"] == "square" else "square"
+        assert check_clip(frames, caption.replace(got["shape"], other))["shape_ok"] is False
+        assert check_clip(frames, caption.replace(got["shape"], other))["ok"] is False
+        assert check_clip(frames, "a " + got["color"] + " thing moving " + got["direction"])["shape_ok"] is None
+
+
+def test_check_clip_background_rejects_a_tint_and_stray_blobs():
+    import random
+
+    frames, caption, _ = make_clip(random.Random(0), size=32, num_frames=16, **DEMO_LIKE)
+    assert check_clip(frames, caption, background=(10, 10, 12))["background_ok"]
+    assert check_clip(frames, caption)["background_ok"] is None  # not asked
+    tinted = frames.copy()
+    far = np.linalg.norm(frames.astype(np.float32) - np.array([10, 10, 12]), axis=-1) < 5
+    tinted[far] = (40, 15, 60)  # a dark purple background
+    got = check_clip(tinted, caption, background=(10, 10, 12))
+    assert not got["background_ok"] and not got["ok"] and got["background_dist"] > 30
+    stray = frames.copy()
+    stray[9:, :6, :6] = (120, 120, 120)  # a grey blob appears in the corner
+    assert not check_clip(stray, caption, background=(10, 10, 12))["background_ok"]
+
+
+def test_corner_test_tells_squares_circles_and_triangles_apart():
+    from dit_video.data.synthetic import _mask, nearest_shape
+
+    yy, xx = np.mgrid[:32, :32].astype(np.float32)
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        r = 32 * rng.uniform(0.16, 0.25)
+        cy, cx = rng.uniform(r, 31 - r, size=(2, 1))
+        for shape in ("square", "circle", "triangle"):
+            assert nearest_shape(_mask(shape, yy, xx, cy, cx, r)[0]) == shape, (shape, r)
+
+
+def test_background_colors_are_used_and_checked():
+    import random
+
+    kw = {**DEMO_LIKE, "background_colors": [(0, 50, 0)]}
+    frames, _, _ = make_clip(random.Random(0), size=16, num_frames=2, **kw)
+    assert tuple(frames[0, 0, 0]) == (0, 50, 0) or tuple(frames[0, -1, -1]) == (0, 50, 0)
+    with pytest.raises(ValueError, match="background_colors"):
+        make_clip(random.Random(0), background_colors=[(0, 300, 0)])
