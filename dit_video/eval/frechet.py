@@ -26,9 +26,19 @@ def feature_stats(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return x.mean(0), np.cov(x, rowvar=False).reshape(x.shape[1], x.shape[1])
 
 
+def _clean_eigenvalues(w: np.ndarray) -> np.ndarray:
+    """Eigenvalues of a PSD matrix with rounding noise (below d * eps * the largest) set to 0.
+
+    A singular covariance's null-space eigenvalues come out as +-1e-16-level noise; their square roots
+    (1e-8 each) would otherwise add up over hundreds of dimensions.
+    """
+    tol = len(w) * np.finfo(np.float64).eps * max(float(np.abs(w).max(initial=0.0)), 1e-300)
+    return np.where(w > tol, w, 0.0)
+
+
 def _psd_sqrt(s: np.ndarray) -> np.ndarray:
     w, v = np.linalg.eigh((s + s.T) / 2)
-    return (v * np.sqrt(np.clip(w, 0, None))) @ v.T
+    return (v * np.sqrt(_clean_eigenvalues(w))) @ v.T
 
 
 def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray) -> float:
@@ -38,8 +48,9 @@ def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma
     if mu1.shape != mu2.shape or s1.shape != s2.shape or s1.shape != mu1.shape * 2:
         raise ValueError(f"shapes do not match: mu {mu1.shape} / {mu2.shape}, sigma {s1.shape} / {s2.shape}")
     a = _psd_sqrt(s1)
-    lam = np.linalg.eigvalsh(a @ s2 @ a)
-    tr_sqrt = float(np.sqrt(np.clip(lam, 0, None)).sum())
+    m = a @ s2 @ a
+    lam = _clean_eigenvalues(np.linalg.eigvalsh((m + m.T) / 2))
+    tr_sqrt = float(np.sqrt(lam).sum())
     return float(((mu1 - mu2) ** 2).sum() + np.trace(s1) + np.trace(s2) - 2 * tr_sqrt)
 
 

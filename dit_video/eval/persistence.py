@@ -21,6 +21,11 @@ Higher is better for every flag. ``max_accel`` = 0.25 of the frame side: a clip 
 :func:`~dit_video.data.synthetic.make_clip` moves at most ``SPEEDS["quickly"]`` = 0.08 of the side per
 frame, and a bounce off a wall reverses it, a second difference of 2 x 0.08 = 0.16 of the side; 0.25
 leaves room for a centroid that wobbles by a pixel, and a jump of a quarter of the frame is a teleport.
+
+Measured on :func:`~dit_video.data.synthetic.make_clip` clips (16 frames, 32 and 64 px, one object,
+plain or textured background, no occluding bar): 400 of 400 persistent. What the flags cannot tell
+apart from a broken video: an object cut or hidden by the occluding bar (about half of the clips with
+a bar fail), and, in two-object clips, one object passing over the other (15 of 120 failed).
 """
 
 from __future__ import annotations

@@ -3,7 +3,8 @@
 Captions come from, in order of precedence: a CSV (``--captions``: a ``caption`` column and a
 ``video`` / ``file`` / ``name`` / ``path`` column matched by file name or stem), the shard's ``key.txt``,
 or a ``<stem>.txt`` beside the video. A folder holding ``x.mp4`` and ``x.gif`` (as ``dit-video
-sample`` and the demo write them) is read once, from the mp4. Shards are read member by member with
+sample`` and the demo write them) is read once, from the mp4 (gifs are palette-quantized and Pillow
+merges their repeated frames; see :func:`decode_gif`). Shards are read member by member with
 :mod:`tarfile` (nothing is extracted to disk). A video that cannot be decoded is skipped and counted.
 """
 
@@ -50,13 +51,24 @@ def decode_mp4(data: bytes) -> tuple[np.ndarray, float]:
 
 
 def decode_gif(data: bytes) -> tuple[np.ndarray, float]:
-    """All frames of a gif (Pillow) as uint8 ``[T, H, W, 3]`` and its fps (from the first frame's duration)."""
+    """All frames of a gif (Pillow) as uint8 ``[T, H, W, 3]`` and its fps.
+
+    Pillow writes consecutive identical frames as one frame with their durations added (a still clip
+    becomes one frame), so each frame is repeated round(duration / shortest duration) times; the fps is
+    1000 / shortest duration (ms). A gif that is one frame throughout cannot be told from a still image.
+    """
     from PIL import Image, ImageSequence
 
+    frames, durations = [], []
     with Image.open(io.BytesIO(data)) as im:
-        ms = im.info.get("duration") or 0
-        frames = [np.asarray(f.convert("RGB")) for f in ImageSequence.Iterator(im)]
-    return np.stack(frames), (1000.0 / ms if ms else DEFAULT_FPS)
+        for f in ImageSequence.Iterator(im):
+            frames.append(np.asarray(f.convert("RGB")))
+            durations.append(float(f.info.get("duration") or 0))
+    base = min((d for d in durations if d > 0), default=0.0)
+    if base > 0:
+        reps = [max(1, round(d / base)) if d > 0 else 1 for d in durations]
+        frames = [f for f, r in zip(frames, reps) for _ in range(r)]
+    return np.stack(frames), (1000.0 / base if base else DEFAULT_FPS)
 
 
 def _decode(name: str, data: bytes) -> tuple[np.ndarray, float]:
@@ -118,7 +130,8 @@ def _try(name: str, data: bytes, caption: str | None, skipped: Counter, max_fram
         return None
     if frames.shape[0] < 2:
         skipped["one_frame"] += 1
-        log.warning("skipping %s: one frame (temporal metrics need two)", name)
+        log.warning("skipping %s: one frame (temporal metrics need two; a gif of one repeated frame is stored as one)",
+                    name)
         return None
     return Video(name, frames[:max_frames] if max_frames else frames, caption, fps)
 
