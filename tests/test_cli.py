@@ -51,6 +51,13 @@ LAYERS = {
     "dit_video/diffusion": {"dit_video.diffusion", "dit_video.config"},
     "dit_video/data": {"dit_video.data", "dit_video.config"},
     "dit_video/encoders": {"dit_video.encoders", "dit_video.config"},
+    # inference: importable without dit_video.train
+    "dit_video/pipeline": {"dit_video.pipeline", "dit_video.config", "dit_video.models", "dit_video.kernels",
+                           "dit_video.diffusion", "dit_video.encoders", "dit_video.data"},
+    # the trainer uses everything below it, never the CLI
+    "dit_video/train": {"dit_video.train", "dit_video.config", "dit_video.models", "dit_video.kernels",
+                        "dit_video.diffusion", "dit_video.encoders", "dit_video.data", "dit_video.pipeline",
+                        "dit_video.parallel", "dit_video.eval"},
 }
 
 
@@ -81,3 +88,11 @@ def test_no_upward_imports(layer):
     for f in files:
         bad = {n for n in _imports(f) if not any(n == a or n.startswith(a + ".") for a in allowed)}
         assert not bad, f"{f.relative_to(ROOT)} imports {sorted(bad)}: not allowed for {layer}"
+
+
+def test_pipeline_imports_without_the_trainer():
+    code = ("import sys, dit_video.pipeline as p; p.SamplingPipeline; p.load_export; p.write_video; "
+            "bad = sorted(m for m in sys.modules if m.startswith(('dit_video.train', 'dit_video.cli', "
+            "'dit_video.commands'))); print(bad); assert not bad")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stdout + out.stderr

@@ -58,8 +58,7 @@ def run(args: argparse.Namespace) -> int:
     frames = args.frames or base.model.num_frames
     overrides = [
         f"data.shards={out / 'shards'}", f"train.out_dir={out / 'train'}", f"train.seed={args.seed}",
-        f"data.size={size}", f"data.num_frames={frames}", f"model.sample_size=[{size},{size}]",
-        f"model.num_frames={frames}", f"train.max_minutes={args.minutes}",
+        f"model.sample_size=[{size},{size}]", f"model.num_frames={frames}", f"train.max_minutes={args.minutes}",
     ]
     if args.steps is not None:
         overrides.append(f"train.steps={args.steps}")
@@ -77,11 +76,11 @@ def run(args: argparse.Namespace) -> int:
                            speeds=[DEMO_SPEED], backgrounds=["plain"], max_objects=1, occlusion_prob=0.0,
                            bounce=False, radius=DEMO_RADIUS)
 
+    from ..pipeline.plots import filmstrip
+    from ..pipeline.sampling import SamplingPipeline
+    from ..pipeline.video import to_uint8_frames, write_video
     from ..train.export import export_checkpoint
-    from ..train.plots import filmstrip
-    from ..train.sampling import SamplingPipeline
     from ..train.trainer import train
-    from ..train.video import to_uint8_frames, write_video
 
     print(f"[demo] training (budget {args.minutes:g} min, at most {cfg.train.steps} steps) in {out / 'train'}")
     result = train(cfg, recipe_dir=recipe.parent)

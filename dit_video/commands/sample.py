@@ -25,35 +25,20 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                                                        "prompts, _0, _1, ... are appended")
 
 
-def read_cond_video(path: str, size: tuple[int, int], frames: int):
-    """A video file -> [1, C, k, H, W] in [-1, 1], resized to the model's size (first ``frames`` frames)."""
-    import av
-    import numpy as np
-    import torch
-    import torch.nn.functional as F
-
-    p = Path(path)
-    if not p.is_file():
-        raise FileNotFoundError(f"--cond-video {p} not found")
-    out = []
-    with av.open(str(p)) as container:
-        for frame in container.decode(video=0):
-            out.append(frame.to_ndarray(format="rgb24"))
-            if len(out) >= frames:
-                break
-    if len(out) < frames:
-        raise ValueError(f"--cond-video {p} has {len(out)} frames, --cond-frames asks for {frames}")
-    x = torch.from_numpy(np.stack(out)).permute(0, 3, 1, 2).float() / 127.5 - 1  # [k, C, H, W]
-    x = F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=True)
-    return x.permute(1, 0, 2, 3)[None]
-
-
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from ..train.sampling import SamplingPipeline
-    from ..train.video import write_video
+    from ..pipeline.sampling import SamplingPipeline
+    from ..pipeline.video import read_video, write_video
 
+    if args.steps is not None and args.steps < 1:
+        raise ValueError(f"--steps must be >= 1, got {args.steps}")
+    if args.frames is not None and args.frames < 1:
+        raise ValueError(f"--frames must be >= 1, got {args.frames}")
+    if args.fps is not None and args.fps < 1:
+        raise ValueError(f"--fps must be >= 1, got {args.fps}")
+    if args.scale is not None and args.scale < 1:
+        raise ValueError(f"--scale must be >= 1, got {args.scale}")
     if args.cond_video is not None and args.cond_frames < 1:
         raise ValueError("--cond-video needs --cond-frames k >= 1 (the frames to keep)")
     if args.cond_frames and args.cond_video is None:
@@ -66,9 +51,9 @@ def run(args: argparse.Namespace) -> int:
     s = pipe.recipe.sample
     cond = None
     if args.cond_video is not None:
-        size = pipe.recipe.data.size if pipe.recipe.vae.kind != "identity" else pipe.model.config.sample_size[0]
-        cond = read_cond_video(args.cond_video, (size, size), args.cond_frames)
-    videos = pipe.generate(args.prompt, args.label, num_frames=args.frames, steps=args.steps or s.steps,
+        cond = read_video(args.cond_video, args.cond_frames, pipe.pixel_size)
+    videos = pipe.generate(args.prompt, args.label, num_frames=args.frames,
+                           steps=s.steps if args.steps is None else args.steps,
                            sampler=args.sampler or s.sampler,
                            guidance_scale=s.guidance_scale if args.cfg is None else args.cfg, seed=args.seed,
                            cond_video=cond, cond_frames=args.cond_frames, progress=True)

@@ -1,4 +1,9 @@
-"""Writing videos: [C, T, H, W] in [-1, 1] -> uint8 frames -> mp4 (PyAV, H.264) and gif (Pillow)."""
+"""Video files in and out of inference.
+
+Writing: [C, T, H, W] in [-1, 1] -> uint8 frames -> mp4 (PyAV, H.264) and gif (Pillow).
+Reading: a conditioning clip (any file the loader's decoders read: decord, PyAV fallback) ->
+[1, C, k, H, W] in [-1, 1] at the model's pixel size.
+"""
 
 from __future__ import annotations
 
@@ -66,3 +71,29 @@ def write_video(video: torch.Tensor, path: str | Path, fps: int = 8, scale: int 
     mp4 = write_mp4(frames, path.with_suffix(".mp4"), fps)
     gif = write_gif(frames, path.with_suffix(".gif"), fps)
     return mp4, gif
+
+
+def read_video(path: str | Path, frames: int, size: tuple[int, int] | None = None) -> torch.Tensor:
+    """The first ``frames`` frames of a video file -> [1, 3, frames, H, W] in [-1, 1], resized to ``size``.
+
+    Decoded by :func:`dit_video.data.codec.decode_clip` (decord, PyAV fallback), like training data.
+    """
+    import torch.nn.functional as F
+
+    from ..data import codec
+
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"video {p} not found")
+    if frames < 1:
+        raise ValueError(f"frames must be >= 1, got {frames}")
+    try:
+        x, _ = codec.decode_clip(p.read_bytes(), codec.ClipPlan(num_frames=frames, u_start=0.0, pad_short=False))
+    except codec.DecodeFailure as e:
+        if e.reason == codec.TOO_SHORT:
+            raise ValueError(f"{p} has fewer than the {frames} frames asked for ({e.message})") from None
+        raise ValueError(f"{p}: cannot decode it ({e})") from None
+    v = torch.from_numpy(np.ascontiguousarray(x)).permute(0, 3, 1, 2).float() / 127.5 - 1  # [k, C, H, W]
+    if size is not None and tuple(v.shape[-2:]) != tuple(size):
+        v = F.interpolate(v, size=tuple(size), mode="bilinear", align_corners=False, antialias=True)
+    return v.permute(1, 0, 2, 3)[None]

@@ -1,4 +1,6 @@
-"""Training on the DeepSpeed engine: recipe schema, loop, checkpoints, EMA, logging, export, sampling.
+"""Training on the DeepSpeed engine: recipe schema, loop, checkpoints, EMA, logging, export.
+
+Sampling lives in :mod:`dit_video.pipeline` (importable without this package).
 
 >>> from dit_video.train import load_train_config, train
 >>> cfg = load_train_config("configs/train/demo.yaml", ["train.steps=100"])
@@ -13,8 +15,7 @@ from typing import Any
 
 from .config import TrainConfig, config_to_yaml, load_train_config
 
-__all__ = ["TrainConfig", "Trainer", "SamplingPipeline", "config_to_yaml", "export_checkpoint", "load_train_config",
-           "train"]
+__all__ = ["TrainConfig", "Trainer", "config_to_yaml", "export_checkpoint", "load_train_config", "train"]
 
 
 def __getattr__(name: str) -> Any:
@@ -22,10 +23,6 @@ def __getattr__(name: str) -> Any:
         from . import trainer
 
         return getattr(trainer, name)
-    if name == "SamplingPipeline":
-        from .sampling import SamplingPipeline
-
-        return SamplingPipeline
     if name == "export_checkpoint":
         from .export import export_checkpoint
 

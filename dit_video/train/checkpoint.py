@@ -1,29 +1,44 @@
-"""Checkpoints on the DeepSpeed engine, with a completion marker.
+"""Checkpoints on the DeepSpeed engine that are never lost, never half-trusted and never run code.
 
 Layout of ``<out>/checkpoints/``::
 
     step_00000100/            DeepSpeed's files (model + optimizer + scheduler states, per rank)
         ema.safetensors       the fp32 EMA weights (rank 0)
         config.yaml           the resolved training recipe
-        trainer_rank<r>.pt    per-rank client state: step, loader state, every RNG state
-        COMPLETE              written by rank 0 after the final barrier
-    latest                    DeepSpeed's tag file (NOT trusted: written before the final barrier)
+        trainer_rank<r>.pt    per-rank client state: step, loader state, every RNG state, skip counters
+        COMPLETE              JSON: step, world size, every file of the tag with its size (written last)
+    abandoned-<time>/         tags of a branch a resumed run left (moved aside, never deleted)
 
-``save_checkpoint`` / ``load_checkpoint`` run on every rank. ``--resume auto`` takes the newest
-tag that has ``COMPLETE``: a crash during a save leaves a tag without it, which is skipped.
+Saving (every rank): DeepSpeed writes its files (``save_latest=False``: no ``latest`` pointer, which
+DeepSpeed writes before its final barrier), each rank writes its own state by temp file + fsync +
+rename, every rank fsyncs the tag's files, then -- only if no rank failed (one all-reduce of an
+error flag, so a full disk on one rank stops every rank with the same clear error) -- rank 0
+writes ``COMPLETE`` by temp + fsync + rename and fsyncs the directories. Pruning (``keep_last``)
+only ever removes complete tags of the current lineage: when a run resumes from an older tag, the
+newer tags of the branch it leaves are moved to ``abandoned-<time>/`` first.
+
+Loading: ``--resume auto`` takes the newest tag that *verifies* (marker readable, every listed file
+present with its recorded size, every ``.pt`` file loadable as plain tensors), warning about each
+newer tag that does not and why. Every ``.pt`` file of a tag is scanned with
+``torch.load(weights_only=True)`` before DeepSpeed reads it, and DeepSpeed's checkpoint engine is
+replaced by one that loads with ``weights_only=True`` too: a pickle payload never runs.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import re
 import shutil
+import time
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from .distributed import barrier
+from .distributed import all_reduce_sum, barrier
 
 log = logging.getLogger(__name__)
 
@@ -31,8 +46,70 @@ MARKER = "COMPLETE"
 EMA_FILE = "ema.safetensors"
 CONFIG_FILE = "config.yaml"
 TAG_RE = re.compile(r"^step_(\d+)$")
+ABANDONED_PREFIX = "abandoned-"
 
 
+class CheckpointError(RuntimeError):
+    """A checkpoint cannot be written or trusted; the message names the file and what to do."""
+
+
+# ---------------------------------------------------------------------------------------------- safe loading
+def _deepspeed_safe_globals() -> list:
+    """The few plain DeepSpeed classes its optimizer-state files hold (no code runs when they unpickle)."""
+    out = []
+    for mod, name in (("deepspeed.runtime.fp16.loss_scaler", "LossScaler"),
+                      ("deepspeed.runtime.fp16.loss_scaler", "DynamicLossScaler"),
+                      ("deepspeed.runtime.zero.config", "ZeroStageEnum"),
+                      ("deepspeed.utils.tensor_fragment", "fragment_address")):
+        try:
+            import importlib
+
+            out.append(getattr(importlib.import_module(mod), name))
+        except (ImportError, AttributeError):
+            pass
+    return out
+
+
+def safe_load(path: str | Path, map_location: Any = None, mmap: bool = False) -> Any:
+    """``torch.load(weights_only=True)`` with DeepSpeed's plain state classes allowed; a file that needs
+    anything else (a pickle payload) raises :class:`CheckpointError` naming it."""
+    with torch.serialization.safe_globals(_deepspeed_safe_globals()):
+        try:
+            return torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
+        except RuntimeError as e:
+            if mmap and "mmap" in str(e):  # a legacy (non-zip) file: load without mmap
+                return torch.load(path, map_location=map_location, weights_only=True)
+            raise CheckpointError(f"{path} is damaged or truncated ({str(e).splitlines()[0][:200]})") from e
+        except Exception as e:  # pickle.UnpicklingError for a payload, EOFError, zipfile errors...
+            first = str(e).splitlines()[0][:200] if str(e) else type(e).__name__
+            if "Unsupported global" in str(e) or "weights_only" in str(e).lower() or "Weights only" in str(e):
+                raise CheckpointError(f"{path} holds more than tensors and plain values ({first}): refusing to "
+                                      "load it (a checkpoint must never run code)") from None
+            raise CheckpointError(f"{path} is not readable ({type(e).__name__}: {first})") from None
+
+
+def install_safe_loading(engine) -> None:
+    """Make DeepSpeed's checkpoint engine load with ``weights_only=True`` (its default is ``False``)."""
+    from deepspeed.runtime.checkpoint_engine.torch_checkpoint_engine import TorchCheckpointEngine
+
+    ce = getattr(engine, "checkpoint_engine", None)
+    if ce is None or type(ce) is not TorchCheckpointEngine:
+        raise CheckpointError(f"unexpected DeepSpeed checkpoint engine {type(ce).__name__}: cannot make its loads "
+                              "safe (dit-video supports DeepSpeed's TorchCheckpointEngine)")
+
+    def load(path: str, map_location=None):
+        return safe_load(path, map_location=map_location)
+
+    ce.load = load  # instance attribute: this engine only
+
+
+def scan_tag(tag_dir: Path) -> None:
+    """Load every ``.pt`` file under ``tag_dir`` as plain tensors (mmap: headers and pickles only)."""
+    for f in sorted(tag_dir.rglob("*.pt")):
+        safe_load(f, map_location="cpu", mmap=True)
+
+
+# ---------------------------------------------------------------------------------------------- discovery
 def tag_for(step: int) -> str:
     return f"step_{step:08d}"
 
@@ -44,19 +121,66 @@ def step_of(tag_dir: Path) -> int:
     return int(m.group(1))
 
 
-def complete_checkpoints(ckpt_dir: str | Path) -> list[Path]:
-    """Tag directories with a completion marker, oldest first."""
-    d = Path(ckpt_dir)
-    if not d.is_dir():
+def _tags(ckpt_dir: Path) -> list[Path]:
+    if not ckpt_dir.is_dir():
         return []
-    tags = [p for p in d.iterdir() if p.is_dir() and TAG_RE.match(p.name) and (p / MARKER).is_file()]
-    return sorted(tags, key=step_of)
+    return sorted((p for p in ckpt_dir.iterdir() if p.is_dir() and TAG_RE.match(p.name)), key=step_of)
+
+
+def complete_checkpoints(ckpt_dir: str | Path) -> list[Path]:
+    """Tag directories with a completion marker, oldest first (not yet verified: see :func:`verify`)."""
+    return [p for p in _tags(Path(ckpt_dir)) if (p / MARKER).is_file()]
+
+
+def read_marker(tag_dir: Path) -> dict[str, Any]:
+    try:
+        m = json.loads((tag_dir / MARKER).read_text())
+    except (OSError, ValueError) as e:
+        raise CheckpointError(f"{tag_dir / MARKER} is not readable ({type(e).__name__})") from e
+    if not isinstance(m, dict) or not isinstance(m.get("files"), dict):
+        raise CheckpointError(f"{tag_dir / MARKER} lists no files (written by an older dit-video?)")
+    return m
+
+
+def verify(tag_dir: Path, deep: bool = True) -> None:
+    """Raise :class:`CheckpointError` unless every file the marker lists is there with its recorded size
+    (and, ``deep``, every ``.pt`` file loads as plain tensors)."""
+    m = read_marker(tag_dir)
+    for name, size in m["files"].items():
+        f = tag_dir / name
+        if not f.is_file():
+            raise CheckpointError(f"{f} is missing")
+        got = f.stat().st_size
+        if got != int(size):
+            raise CheckpointError(f"{f} has {got} bytes, the marker recorded {size} (truncated or replaced)")
+    if deep:
+        scan_tag(tag_dir)
+
+
+def newest_valid(ckpt_dir: Path) -> Path | None:
+    """The newest complete tag that verifies; warns about each newer one that does not, and why."""
+    tags = _tags(ckpt_dir)
+    for tag in reversed(tags):
+        if not (tag / MARKER).is_file():
+            log.warning("checkpoint %s is incomplete (no %s marker: its save was interrupted); skipping it", tag,
+                        MARKER)
+            continue
+        try:
+            verify(tag)
+        except CheckpointError as e:
+            log.warning("checkpoint %s cannot be trusted (%s); falling back to the previous one", tag, e)
+            continue
+        return tag
+    if tags:
+        log.warning("%s holds no checkpoint that verifies: starting from scratch", ckpt_dir)
+    return None
 
 
 def find_checkpoint(path: str | Path) -> Path:
-    """A tag directory, a checkpoints directory or a run directory -> the newest complete tag directory.
+    """A tag directory, a checkpoints directory or a run directory -> the newest complete, verified tag.
 
-    ``FileNotFoundError`` when there is none (naming incomplete tags, if any).
+    ``FileNotFoundError`` when there is none (naming incomplete tags, if any); a named tag that does
+    not verify raises :class:`CheckpointError` saying why.
     """
     p = Path(path)
     if not p.exists():
@@ -64,48 +188,136 @@ def find_checkpoint(path: str | Path) -> Path:
     if TAG_RE.match(p.name) and p.is_dir():
         if not (p / MARKER).is_file():
             raise FileNotFoundError(f"checkpoint {p} is incomplete (no {MARKER} marker: the save was interrupted)")
+        verify(p)
         return p
     for d in (p, p / "checkpoints"):
-        found = complete_checkpoints(d)
-        if found:
-            return found[-1]
-    incomplete = sorted(q.name for d in (p, p / "checkpoints") if d.is_dir()
-                        for q in d.iterdir() if q.is_dir() and TAG_RE.match(q.name))
-    hint = f" (incomplete: {incomplete})" if incomplete else ""
+        found = newest_valid(d) if complete_checkpoints(d) else None
+        if found is not None:
+            return found
+    incomplete = sorted(q.name for d in (p, p / "checkpoints") for q in _tags(d))
+    hint = f" (incomplete or failing verification: {incomplete})" if incomplete else ""
     raise FileNotFoundError(f"no complete checkpoint in {p}{hint}: expected step_NNNNNNNN/ directories "
                             f"with a {MARKER} marker")
 
 
+def set_aside_newer(ckpt_dir: Path, step: int) -> Path | None:
+    """Move tags newer than ``step`` (a branch the resumed run leaves) to ``abandoned-<time>/``; rank 0 only."""
+    newer = [t for t in _tags(ckpt_dir) if step_of(t) > step]
+    if not newer:
+        return None
+    dest = ckpt_dir / f"{ABANDONED_PREFIX}{time.strftime('%Y%m%d-%H%M%S')}-from-{tag_for(step)}"
+    dest.mkdir(parents=True, exist_ok=True)
+    for t in newer:
+        t.rename(dest / t.name)
+    _fsync_dir(ckpt_dir)
+    log.warning("resumed from step %d while newer checkpoints existed: moved %s to %s (the run continues from "
+                "step %d; nothing was deleted)", step, [t.name for t in newer], dest, step)
+    return dest
+
+
+# ---------------------------------------------------------------------------------------------- writing
+def _fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+@contextmanager
+def _atomic(path: Path):
+    """Write ``path`` through a temp file: yields the temp path; fsync + rename on success."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        yield tmp
+        _fsync_file(tmp)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def _write_text(path: Path, text: str) -> None:
+    with _atomic(path) as tmp:
+        tmp.write_text(text)
+
+
 def save(engine, ckpt_dir: Path, step: int, client_state: dict[str, Any], rank_state: dict[str, Any],
          ema_state: dict[str, torch.Tensor] | None, config_yaml: str, rank: int, keep_last: int = 0) -> Path:
-    """Save on every rank; rank 0 adds EMA + config and, after the final barrier, the marker."""
+    """Save on every rank (see the module docstring); returns the tag directory."""
     tag = tag_for(step)
     tag_dir = ckpt_dir / tag
     if rank == 0 and tag_dir.exists():  # a stale, interrupted save of the same step
         shutil.rmtree(tag_dir)
     barrier()
-    engine.save_checkpoint(str(ckpt_dir), tag=tag, client_state=client_state)
-    tag_dir.mkdir(parents=True, exist_ok=True)
-    torch.save(rank_state, tag_dir / f"trainer_rank{rank}.pt")
-    if rank == 0:
-        if ema_state is not None:
-            from safetensors.torch import save_file
+    error = None
+    try:
+        fault_point("before_save", step)
+        engine.save_checkpoint(str(ckpt_dir), tag=tag, client_state=client_state, save_latest=False)
+        fault_point("after_deepspeed", step)
+        tag_dir.mkdir(parents=True, exist_ok=True)
+        with _atomic(tag_dir / f"trainer_rank{rank}.pt") as tmp:
+            torch.save(rank_state, tmp)
+        if rank == 0:
+            if ema_state is not None:
+                from safetensors.torch import save_file
 
-            save_file(ema_state, str(tag_dir / EMA_FILE))
-        (tag_dir / CONFIG_FILE).write_text(config_yaml)
-    barrier()
-    _fault_point("before_marker", step)
+                with _atomic(tag_dir / EMA_FILE) as tmp:
+                    save_file(ema_state, str(tmp))
+            fault_point("mid_save", step)
+            _write_text(tag_dir / CONFIG_FILE, config_yaml)
+        for f in tag_dir.rglob("*"):
+            if f.is_file():
+                _fsync_file(f)
+    except OSError as e:
+        error = e
+    failed = all_reduce_sum(torch.tensor([0.0 if error is None else 1.0]))
+    if failed.item() > 0:
+        if rank == 0:
+            shutil.rmtree(tag_dir, ignore_errors=True)  # never trusted (no marker); free the space it took
+        where = f"rank {rank}: {type(error).__name__}: {error}" if error else "another rank"
+        raise CheckpointError(f"saving checkpoint {tag_dir} failed ({where}); the previous complete checkpoint is "
+                              "untouched and `--resume auto` continues from it. Free disk space (or fix the "
+                              "file system) and resume") from error
+    fault_point("before_marker", step)
     if rank == 0:
-        (tag_dir / MARKER).write_text(f"{step}\n")
-        if keep_last > 0:
+        files = {str(f.relative_to(tag_dir)): f.stat().st_size for f in sorted(tag_dir.rglob("*"))
+                 if f.is_file() and f.name != MARKER}
+        try:
+            _write_text(tag_dir / MARKER, json.dumps({"step": step, "world_size": int(client_state.get(
+                "world_size", 1)), "files": files}, indent=1) + "\n")
+            _fsync_dir(tag_dir)
+            _fsync_dir(ckpt_dir)
+        except OSError as e:
+            error = e
+        fault_point("after_marker", step)
+        if error is None and keep_last > 0:
             for old in complete_checkpoints(ckpt_dir)[:-keep_last]:
                 shutil.rmtree(old, ignore_errors=True)
-    barrier()
+    failed = all_reduce_sum(torch.tensor([0.0 if error is None else 1.0]))
+    if failed.item() > 0:
+        raise CheckpointError(f"writing {tag_dir / MARKER} failed ({error}); the previous complete checkpoint is "
+                              "untouched. Free disk space and resume") from error
     return tag_dir
 
 
+# ---------------------------------------------------------------------------------------------- reading
 def load(engine, tag_dir: Path, rank: int) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Load a complete tag on every rank; returns (client_state, this rank's state)."""
+    """Load a complete, verified tag on every rank; returns (client_state, this rank's state)."""
+    scan_tag(tag_dir)  # before any DeepSpeed code reads a file
     path, client = engine.load_checkpoint(str(tag_dir.parent), tag=tag_dir.name, load_optimizer_states=True,
                                           load_lr_scheduler_states=True)
     if path is None:
@@ -113,23 +325,34 @@ def load(engine, tag_dir: Path, rank: int) -> tuple[dict[str, Any], dict[str, An
     own = tag_dir / f"trainer_rank{rank}.pt"
     if not own.is_file():
         raise FileNotFoundError(f"{own} missing: the checkpoint was written by a run with fewer ranks")
-    return client or {}, torch.load(own, weights_only=True)
+    return client or {}, safe_load(own)
 
 
 def load_ema(tag_dir: Path) -> dict[str, torch.Tensor]:
+    from safetensors import SafetensorError
     from safetensors.torch import load_file
 
     f = tag_dir / EMA_FILE
     if not f.is_file():
         raise FileNotFoundError(f"{f} not found: the checkpoint holds no EMA weights")
-    return load_file(str(f))
+    try:
+        return load_file(str(f))
+    except (SafetensorError, OSError) as e:
+        raise CheckpointError(f"{f} is damaged or truncated ({e})") from e
 
 
-def _fault_point(name: str, step: int) -> None:
-    """Test hook: ``DIT_VIDEO_FAULT=name:step`` kills the process here with SIGKILL (a crash, no cleanup)."""
-    import os
-    import signal
+def fault_point(name: str, step: int) -> None:
+    """Test hook: ``DIT_VIDEO_FAULT=name:step`` kills this process here with SIGKILL (a crash, no cleanup);
+    ``DIT_VIDEO_FAULT=enospc:name:step`` raises ``OSError(ENOSPC)`` here instead (a full disk)."""
+    spec = os.environ.get("DIT_VIDEO_FAULT")
+    if not spec:
+        return
+    if spec == f"{name}:{step}":
+        import signal
 
-    if os.environ.get("DIT_VIDEO_FAULT") == f"{name}:{step}":
         log.warning("DIT_VIDEO_FAULT=%s:%d: killing this process", name, step)
         os.kill(os.getpid(), signal.SIGKILL)
+    if spec == f"enospc:{name}:{step}":
+        import errno
+
+        raise OSError(errno.ENOSPC, "No space left on device (injected by DIT_VIDEO_FAULT)")

@@ -76,3 +76,17 @@ def set_threads(threads: int | None) -> int:
     if threads is not None:
         torch.set_num_threads(auto_threads() if threads == 0 else threads)
     return torch.get_num_threads()
+
+
+def all_reduce_sum(t):
+    """``t`` summed over all ranks (a copy; ``t`` itself when there is one process). gloo and NCCL."""
+    import torch.distributed as dist
+
+    if not (dist.is_initialized() and dist.get_world_size() > 1):
+        return t
+    import torch
+
+    dev = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
+    out = t.to(dev).clone()
+    dist.all_reduce(out, op=dist.ReduceOp.SUM)
+    return out.to(t.device)

@@ -1,9 +1,15 @@
 """The training loop on the DeepSpeed engine.
 
 One optimizer step = ``train.grad_accum`` micro-batches of ``data.batch_size`` clips per rank:
-video -> VAE latents -> diffusion loss (condition dropout for CFG) -> ``engine.backward`` ->
-``engine.step`` (DeepSpeed clips gradients, steps AdamW and the warmup+cosine schedule at the
-accumulation boundary) -> EMA update (fp32) -> logging -> periodic samples and checkpoints.
+video -> VAE latents -> diffusion loss (condition dropout for CFG, via the :class:`Conditioner`) ->
+``engine.backward`` -> ``engine.step`` (DeepSpeed clips gradients, steps AdamW and the warmup+cosine
+schedule at the accumulation boundary) -> EMA update (fp32) -> logging -> periodic samples and
+checkpoints.
+
+A step whose loss or gradients are not finite on any rank is never applied (see
+:mod:`dit_video.train.nonfinite`): parameters, optimizer, schedule and EMA stay as they were, the
+step counter does not advance, the skip is counted; ``train.nonfinite=stop`` ends the run after
+``train.max_skips_in_row`` such steps in a row, naming the clips.
 
 Everything a step consumes is restored on resume: weights, optimizer and scheduler (DeepSpeed),
 EMA, the step counter, the data loader's stream position and every RNG. With
@@ -14,7 +20,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,8 +29,9 @@ import torch
 
 from . import checkpoint as ckpt
 from .config import TrainConfig, config_to_yaml, resolve_deepspeed_json
-from .distributed import barrier, device, init_distributed, set_threads
+from .distributed import all_reduce_sum, barrier, device, init_distributed, set_threads
 from .metrics import MetricsLogger, read_metrics
+from .nonfinite import NonFiniteGuard, SkippingAdamW
 
 log = logging.getLogger(__name__)
 
@@ -41,13 +47,19 @@ class TrainResult:
     checkpoint: Path | None = None
     samples: list[Path] = field(default_factory=list)
     seconds: float = 0.0
+    skipped: int = 0
 
 
 def deepspeed_config(cfg: TrainConfig, recipe_dir: Path | None = None) -> dict[str, Any]:
     """The DeepSpeed JSON named by ``train.deepspeed`` with the recipe's batch, accumulation, clipping,
     ZeRO stage and precision written in (the recipe is the single source of truth)."""
     path = resolve_deepspeed_json(cfg.train.deepspeed, recipe_dir)
-    ds = json.loads(path.read_text())
+    try:
+        ds = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise ValueError(f"DeepSpeed config {path} is not readable JSON ({type(e).__name__}: {e})") from e
+    if not isinstance(ds, dict):
+        raise ValueError(f"DeepSpeed config {path} must hold a JSON object")
     ds["train_micro_batch_size_per_gpu"] = cfg.data.batch_size
     ds["gradient_accumulation_steps"] = cfg.train.grad_accum
     ds["gradient_clipping"] = cfg.optim.grad_clip
@@ -57,9 +69,11 @@ def deepspeed_config(cfg: TrainConfig, recipe_dir: Path | None = None) -> dict[s
     if cfg.train.zero_stage is not None:
         ds["zero_optimization"]["stage"] = cfg.train.zero_stage
     if cfg.train.precision is not None:
-        ds["bf16"] = {"enabled": cfg.train.precision == "bf16"}
+        ds["bf16"] = {**ds.get("bf16", {}), "enabled": cfg.train.precision == "bf16"}
     if ds.get("fp16", {}).get("enabled"):
         raise ValueError(f"{path}: fp16 is not supported (use bf16 or fp32)")
+    if ds.get("bf16", {}).get("enabled"):
+        ds["bf16"]["check_grad_overflow"] = True  # non-finite steps are skipped, never applied (nonfinite.py)
     ds.setdefault("steps_per_print", 10**9)
     return ds
 
@@ -92,32 +106,31 @@ class Trainer:
 
         from ..diffusion import build_diffusion
         from ..models import VideoDiT
-        from .conditioning import ConditionedDiT, build_text_encoder, build_vae
+        from ..pipeline.conditioner import ConditionedDiT, Conditioner
+        from ..pipeline.vae import build_vae
         from .ema import EMA
 
         self.diffusion = build_diffusion(cfg.diffusion)
         self.vae = build_vae(cfg.vae, self.device)
-        text_encoder = build_text_encoder(cfg.condition, self.device)
-        learned = text_encoder if cfg.condition.text_encoder == "tiny" else None
-        self.frozen_text_encoder = text_encoder if learned is None else None
-        module = ConditionedDiT(VideoDiT(cfg.model), learned).to(self.device)
+        self.conditioner = Conditioner(cfg.model, cfg.condition, device=self.device)
+        module = ConditionedDiT(VideoDiT(cfg.model), self.conditioner.new_learned_encoder()).to(self.device)
         self.ema = EMA(module, cfg.train.ema_decay, cfg.train.ema_warmup)
         self.num_params = sum(p.numel() for p in module.parameters())
 
         import deepspeed
 
-        o = cfg.optim
-        optimizer = torch.optim.AdamW(module.parameters(), lr=o.lr, betas=tuple(o.betas), eps=o.eps,
-                                      weight_decay=o.weight_decay)
-        from .schedule import warmup_cosine
+        from .schedule import WarmupCosine
 
-        self.time_progress = 0.0  # fraction of train.max_minutes used (0 without a budget)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda s: warmup_cosine(s, warmup=o.warmup_steps, total=cfg.train.steps,
-                                               min_ratio=o.min_lr_ratio, progress_floor=self.time_progress))
+        o = cfg.optim
+        optimizer = SkippingAdamW(module.parameters(), lr=o.lr, betas=tuple(o.betas), eps=o.eps,
+                                      weight_decay=o.weight_decay)
+        scheduler = WarmupCosine(optimizer, warmup=o.warmup_steps, total=cfg.train.steps, min_ratio=o.min_lr_ratio)
         self.engine, _, _, _ = deepspeed.initialize(model=module, optimizer=optimizer, lr_scheduler=scheduler,
                                                     config=self.ds_config)
+        ckpt.install_safe_loading(self.engine)
         self.dtype = torch.bfloat16 if self.engine.bfloat16_enabled() else torch.float32
+        self.guard = NonFiniteGuard(self.engine, cfg.train.nonfinite, cfg.train.max_skips_in_row,
+                                    cfg.train.spike_factor)
 
         self.loader = loader
         if self.loader is None:
@@ -128,6 +141,7 @@ class Trainer:
         self.generators = {"noise": torch.Generator(device=self.device).manual_seed(seed),
                            "dropout": torch.Generator(device="cpu").manual_seed(seed + 7919)}
         self.step = 0
+        self.time_progress = 0.0  # fraction of train.max_minutes used (0 without a budget)
         self.metrics = MetricsLogger(self.out_dir, enabled=self.rank == 0)
         self.config_yaml = config_to_yaml(cfg)
 
@@ -139,10 +153,7 @@ class Trainer:
                                       "that run, or choose another train.out_dir")
             return None
         if resume == "auto":
-            found = ckpt.complete_checkpoints(self.ckpt_dir)
-            if not found and self.ckpt_dir.is_dir() and any(self.ckpt_dir.glob("step_*")):
-                log.warning("%s has only incomplete checkpoints: starting from scratch", self.ckpt_dir)
-            return found[-1] if found else None
+            return ckpt.newest_valid(self.ckpt_dir)
         return ckpt.find_checkpoint(resume)
 
     def _check_shards(self) -> None:
@@ -158,7 +169,7 @@ class Trainer:
 
         state = getattr(self.loader, "state_dict", None)
         return {"step": self.step, "loader": json.dumps(state()) if state else None,
-                "rng": rng_state(self.generators)}
+                "rng": rng_state(self.generators), "nonfinite": self.guard.state_dict()}
 
     def save(self) -> Path:
         own = self._rank_state()  # every rank's own file; rank 0's copy also rides in DeepSpeed's client state
@@ -182,77 +193,79 @@ class Trainer:
         if own["loader"] is not None and hasattr(self.loader, "load_state_dict"):
             self.loader.load_state_dict(json.loads(own["loader"]))
         set_rng_state(own["rng"], self.generators)
+        self.guard.load_state_dict(own.get("nonfinite"))
         log.info("resumed from %s at step %d", tag_dir, self.step)
 
     # ------------------------------------------------------------------ one step
-    def _conditions(self, captions: list[str], b: int) -> dict[str, Any]:
-        cfg = self.cfg
-        p = cfg.diffusion.cfg_dropout
-        drop = torch.rand(b, generator=self.generators["dropout"]) < p if p > 0 else None
-        kw: dict[str, Any] = {}
-        if cfg.model.conditioning == "text":
-            if cfg.condition.text_encoder == "tiny":
-                kw["captions"] = captions
-            else:
-                with torch.no_grad():
-                    text, mask = self.frozen_text_encoder.encode(captions)
-                kw["text"], kw["text_mask"] = text.to(self.device), mask.to(self.device)
-        elif cfg.model.conditioning == "class":
-            from .conditioning import labels_for
+    def _micro_step(self, batch: dict[str, Any], last: bool) -> tuple[torch.Tensor, dict[str, float], int]:
+        from ..data import to_float
 
-            kw["labels"] = labels_for(captions, cfg.condition.class_names, self.device)
-        if drop is not None and kw:
-            kw["drop"] = drop.to(self.device)
-        return kw
-
-    def _micro_step(self, batch: dict[str, Any]) -> tuple[float, dict[str, float], int]:
-        video = batch["video"].to(self.device)
-        video = video.float() / 127.5 - 1.0 if video.dtype == torch.uint8 else video.float()  # output_dtype=uint8
+        video = to_float(batch["video"].to(self.device)).float()
         with torch.no_grad():
             x0 = self.vae.encode(video).float()
-        kw = self._conditions(list(batch["caption"]), x0.shape[0])
+        c = self.conditioner
+        drop = c.dropout(x0.shape[0], self.cfg.diffusion.cfg_dropout, self.generators["dropout"])
+        kw = c.training_kwargs(list(batch["caption"]), drop)
         engine, dtype = self.engine, self.dtype
 
         def model_fn(x_t, t, cond_mask=None):
             return engine(x_t.to(dtype), t, cond_mask=cond_mask, **kw).float()
 
         loss, logs = self.diffusion.training_loss(model_fn, x0, generator=self.generators["noise"])
-        engine.backward(loss)
-        engine.step()
+        engine.backward(self.guard.checked(loss))
+        if last:
+            lr_kwargs = {"progress": self.time_progress} if self.cfg.train.max_minutes else None
+            engine.step(lr_kwargs=lr_kwargs)
+        else:
+            engine.step()  # not an accumulation boundary: DeepSpeed only counts the micro-step
         pt, ph, pw = self.cfg.model.patch_size
         b, _, t, h, w = x0.shape
-        return float(loss.detach()), logs, b * (t // pt) * (h // ph) * (w // pw)
+        return loss.detach(), logs, b * (t // pt) * (h // ph) * (w // pw)
 
     def train_step(self, it) -> dict[str, float]:
-        """One optimizer step (``grad_accum`` micro-batches from iterator ``it``); returns the step's scalars."""
+        """One optimizer step (``grad_accum`` micro-batches from iterator ``it``); returns the step's scalars,
+        means over the data-parallel ranks. ``scalars["applied"]`` is 0.0 for a skipped (non-finite) step."""
         t0 = time.perf_counter()
-        losses, tokens, clips = [], 0, 0
+        n = self.cfg.train.grad_accum
+        losses, tokens, clips, keys = [], 0, 0, []
         extra: dict[str, float] = {}
-        for _ in range(self.cfg.train.grad_accum):
+        for i in range(n):
             try:
                 batch = next(it)
             except StopIteration:
                 raise RuntimeError("the data loader ran out of batches (data.epochs too small for train.steps)") \
                     from None
-            loss, logs, n_tokens = self._micro_step(batch)
+            loss, logs, n_tokens = self._micro_step(batch, last=i == n - 1)
             losses.append(loss)
             tokens += n_tokens
             clips += batch["video"].shape[0]
+            keys += list(batch.get("key", []))
             for k in ("mse", "t_mean", "cond_frac"):
                 if k in logs:
-                    extra[k] = extra.get(k, 0.0) + logs[k] / self.cfg.train.grad_accum
-        if not self.engine.is_gradient_accumulation_boundary() and self.engine.global_steps == self.step:
-            raise RuntimeError("DeepSpeed did not step the optimizer at the accumulation boundary")
-        self.step += 1
-        self.ema.update(self.engine.module, self.step)
+                    extra[k] = extra.get(k, 0.0) + logs[k] / n
         dt = max(time.perf_counter() - t0, 1e-9)
-        gn = self.engine.get_global_grad_norm()
+        local_loss = torch.stack(losses).float().mean()
+        # one all-reduce: loss sum, non-finite count, tokens, clips, seconds (means over ranks)
+        agg = all_reduce_sum(torch.stack([torch.nan_to_num(local_loss, nan=0.0, posinf=0.0, neginf=0.0),
+                                          (~torch.isfinite(local_loss)).float(), torch.tensor(float(tokens)),
+                                          torch.tensor(float(clips)), torch.tensor(dt)]).double().cpu())
+        finite_loss = agg[1].item() == 0
+        applied = self.guard.after_step(self.step, finite_loss, keys)
+        if applied:
+            self.step += 1
+            self.ema.update(self.engine.module, self.step)
+        mean_dt = agg[4].item() / self.world_size
+        gn = self.engine.get_global_grad_norm() if applied else None
+        mean_loss = agg[0].item() / self.world_size if finite_loss else float("nan")
+        self.guard.observe_loss(self.step, mean_loss)
         scalars = {
-            "loss": sum(losses) / len(losses),
+            "loss": mean_loss,
             "grad_norm": float(gn) if gn is not None else float("nan"),
             "lr": float(self.engine.get_lr()[0]),
-            "tokens_per_s": tokens * self.world_size / dt,
-            "clips_per_s": clips * self.world_size / dt,
+            "tokens_per_s": agg[2].item() / mean_dt,
+            "clips_per_s": agg[3].item() / mean_dt,
+            "applied": float(applied),
+            "skipped_total": float(self.guard.skipped),
             **{f"diffusion/{k}": v for k, v in extra.items()},
         }
         return scalars
@@ -262,6 +275,8 @@ class Trainer:
         cfg = self.cfg.train
         if self.resume_from is not None:
             self.load(self.resume_from)
+            if self.rank == 0:
+                ckpt.set_aside_newer(self.ckpt_dir, self.step)
         start = self.step
         if self.rank == 0:
             self.out_dir.mkdir(parents=True, exist_ok=True)
@@ -283,18 +298,20 @@ class Trainer:
         try:
             while self.step < cfg.steps:
                 scalars = self.train_step(it)
-                result.losses[self.step] = scalars["loss"]
-                if not math.isfinite(scalars["loss"]):
-                    raise FloatingPointError(f"loss is {scalars['loss']} at step {self.step}: lower optim.lr or "
-                                             "check the data")
                 out_of_time = self._out_of_time(t_start)
+                if not scalars["applied"]:
+                    self.metrics.log(self.step, scalars, event="skipped_nonfinite")
+                    if out_of_time:
+                        break
+                    continue
+                result.losses[self.step] = scalars["loss"]
                 if self.step % cfg.log_every == 0 or self.step == cfg.steps or out_of_time:
                     stats = self.loader.stats() if hasattr(self.loader, "stats") else {}
                     self.metrics.log(self.step, {**scalars, **{f"loader/{k}": float(v) for k, v in stats.items()}})
                 if bar is not None:
                     bar.update(1)
                     bar.set_postfix(loss=f"{scalars['loss']:.4f}", lr=f"{scalars['lr']:.2e}")
-                ckpt._fault_point("after_step", self.step)
+                ckpt.fault_point("after_step", self.step)
                 if self.cfg.sample.every and self.step % self.cfg.sample.every == 0 and self.cfg.sample.prompts:
                     result.samples += self.write_samples(f"step_{self.step:08d}")
                 if self.step % cfg.ckpt_every == 0 or self.step == cfg.steps or out_of_time:
@@ -313,12 +330,13 @@ class Trainer:
         if self.rank == 0:
             self.plot_loss()
         result.step = self.step
+        result.skipped = self.guard.skipped
         result.seconds = time.monotonic() - t_start
         barrier()
         return result
 
     def _out_of_time(self, t_start: float) -> bool:
-        """With ``train.max_minutes``: whether time is up (all ranks agree); also advances the lr cosine by time."""
+        """With ``train.max_minutes``: whether time is up (all ranks agree); also sets the time progress."""
         if self.cfg.train.max_minutes is None:
             return False
         frac = (time.monotonic() - t_start) / (60.0 * self.cfg.train.max_minutes)
@@ -332,26 +350,27 @@ class Trainer:
 
     # ------------------------------------------------------------------ outputs
     def plot_loss(self) -> Path:
-        from .plots import plot_loss
+        from ..pipeline.plots import plot_loss
 
-        rows = [r for r in read_metrics(self.out_dir / "metrics.jsonl") if "loss" in r]
+        rows = [r for r in read_metrics(self.out_dir / "metrics.jsonl")
+                if isinstance(r.get("loss"), (int, float)) and r.get("event") != "skipped_nonfinite"]
         return plot_loss([r["step"] for r in rows], [r["loss"] for r in rows], self.out_dir / "loss.png")
 
     def sampling_pipeline(self):
-        from .sampling import SamplingPipeline
+        from ..pipeline.sampling import SamplingPipeline
 
-        return SamplingPipeline(self.ema.shadow, self.cfg.diffusion, self.cfg.condition, self.vae,
-                                self.frozen_text_encoder, self.device, self.cfg)
+        return SamplingPipeline(self.ema.shadow, self.cfg.pipeline_config(), vae=self.vae,
+                                conditioner=self.conditioner, device=self.device)
 
     def write_samples(self, name: str) -> list[Path]:
         """EMA samples of ``sample.prompts`` on rank 0 (the EMA copy is not partitioned: no collectives)."""
         if self.rank != 0:
             return []
-        from .plots import filmstrip
-        from .video import to_uint8_frames, upscale, write_video
+        from ..pipeline.plots import filmstrip
+        from ..pipeline.video import to_uint8_frames, upscale, write_video
 
         s = self.cfg.sample
-        prompts, labels = self._sample_conditions()
+        prompts, labels = self.conditioner.prompts_or_labels(list(s.prompts))
         videos = self.sampling_pipeline().generate(prompts, labels, steps=s.steps, sampler=s.sampler,
                                                    guidance_scale=s.guidance_scale, seed=s.seed)
         out = self.out_dir / "samples"
@@ -362,16 +381,6 @@ class Trainer:
         names = list(s.prompts)
         paths.append(filmstrip([upscale(to_uint8_frames(v), 1) for v in videos], names, out / f"{name}.png"))
         return paths
-
-    def _sample_conditions(self) -> tuple[list[str] | None, list[int] | None]:
-        c = self.cfg
-        if c.model.conditioning == "text":
-            return list(c.sample.prompts), None
-        if c.model.conditioning == "class":
-            from .conditioning import labels_for
-
-            return None, labels_for(list(c.sample.prompts), c.condition.class_names).tolist()
-        return None, None
 
 
 def train(cfg: TrainConfig, *, recipe_dir: Path | None = None, resume: str | None = None,

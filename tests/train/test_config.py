@@ -8,6 +8,7 @@ import pytest
 from train_helpers import DEMO
 
 from dit_video.cli import main
+from dit_video.pipeline import recipe_from_yaml
 from dit_video.train.config import (
     CONFIG_ROOT,
     ConfigError,
@@ -16,17 +17,18 @@ from dit_video.train.config import (
     load_train_config,
     resolve_deepspeed_json,
 )
-from dit_video.train.export import recipe_from_yaml
 
 
-def test_demo_recipe_loads_with_preset_and_overrides():
+def test_demo_recipe_loads_with_preset_and_overrides(tmp_path):
     cfg = load_train_config(DEMO, ["train.steps=7", "optim.lr=0.5", "model.depth=2"])
     assert isinstance(cfg, TrainConfig)
     assert cfg.train.steps == 7 and cfg.optim.lr == 0.5 and cfg.model.depth == 2
     assert cfg.model.conditioning == "text" and cfg.condition.text_encoder == "tiny"
     assert cfg.model.frequency_embedding_size == 256  # from the preset / schema defaults
-    # the saved (resolved) recipe reads back to the same config
-    assert recipe_from_yaml(config_to_yaml(cfg)) == cfg
+    # the saved (resolved) recipe reads back to the same config, as a recipe and as a pipeline recipe
+    (tmp_path / "saved.yaml").write_text(config_to_yaml(cfg))
+    assert load_train_config(tmp_path / "saved.yaml") == cfg
+    assert recipe_from_yaml(config_to_yaml(cfg)) == cfg.pipeline_config()
 
 
 def test_every_recipe_in_configs_train_loads():

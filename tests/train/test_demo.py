@@ -36,7 +36,7 @@ def test_demo_end_to_end_reduced(tmp_path, capsys):
     # sample from the demo's weights: guidance, another sampler, continuation of a clip's first 2 frames
     import torch
 
-    from dit_video.train.video import write_video
+    from dit_video.pipeline.video import write_video
 
     flat = torch.tensor([0.6, -0.2, -0.8])[:, None, None, None].expand(3, 4, 16, 16)  # an orange clip
     cond, _ = write_video(flat, tmp_path / "cond.mp4", fps=8)

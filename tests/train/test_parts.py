@@ -50,7 +50,7 @@ def test_find_checkpoint_skips_incomplete_tags(tmp_path):
     for step, complete in ((100, True), (200, True), (300, False)):
         (d / ckpt.tag_for(step)).mkdir(parents=True)
         if complete:
-            (d / ckpt.tag_for(step) / ckpt.MARKER).write_text("x")
+            (d / ckpt.tag_for(step) / ckpt.MARKER).write_text(f'{{"step": {step}, "files": {{}}}}')
     (d / "latest").write_text(ckpt.tag_for(300))  # DeepSpeed's tag file points at the incomplete save
     assert ckpt.find_checkpoint(tmp_path).name == "step_00000200"
     assert ckpt.find_checkpoint(d).name == "step_00000200"
@@ -66,7 +66,7 @@ def test_write_video_mp4_and_gif(tmp_path):
     import av
     from PIL import Image
 
-    from dit_video.train.video import write_video
+    from dit_video.pipeline.video import write_video
 
     v = torch.zeros(3, 5, 12, 12) - 1
     for t in range(5):

@@ -58,7 +58,7 @@ def test_resume_after_kill_reproduces_losses_bitwise(tmp_path, shards):
     assert r.returncode == -9, f"expected SIGKILL, got {r.returncode}: {r.stderr[-2000:]}"
     tag4 = crash / "checkpoints" / ckpt.tag_for(4)
     assert tag4.is_dir() and not (tag4 / ckpt.MARKER).exists()
-    assert (crash / "checkpoints" / "latest").read_text().strip() == tag4.name  # DeepSpeed's tag is not trusted
+    assert not (crash / "checkpoints" / "latest").exists()  # DeepSpeed's tag file (written too early) is not written
     assert [p.name for p in ckpt.complete_checkpoints(crash / "checkpoints")] == [ckpt.tag_for(2)]
 
     r = _cli(["train", str(DEMO), *tiny_overrides(shards, crash, *common), "--resume", "auto"])

@@ -1,0 +1,86 @@
+"""Sampling from a trained model: captions (or labels) -> videos in pixel space, [B, C, T, H, W] in [-1, 1].
+
+:class:`SamplingPipeline` ties the backbone (in a :class:`ConditionedDiT`), the diffusion process,
+the VAE and the :class:`Conditioner` together. It is used for the trainer's periodic samples (with
+the EMA weights), by ``dit-video sample`` (on an export directory) and by the demo. It imports
+nothing from ``dit_video.train``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..diffusion import build_diffusion
+from .conditioner import ConditionedDiT, Conditioner
+from .config import PipelineConfig
+from .vae import build_vae
+
+
+class SamplingPipeline:
+    """Generate clips; see :meth:`generate`."""
+
+    def __init__(self, model: ConditionedDiT, recipe: PipelineConfig, vae: Any = None,
+                 conditioner: Conditioner | None = None, device: torch.device | str = "cpu"):
+        self.model = model.eval()
+        self.recipe = recipe
+        self.device = torch.device(device)
+        self.diffusion = build_diffusion(recipe.diffusion)
+        self.vae = vae if vae is not None else build_vae(recipe.vae, self.device)
+        self.conditioner = conditioner if conditioner is not None else Conditioner(
+            model.config, recipe.condition, device=self.device)
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path, device: torch.device | str = "cpu") -> SamplingPipeline:
+        """An export directory (``dit-video export``): config.json + model.safetensors (+ text encoder, recipe)."""
+        from .weights import load_export
+
+        model, recipe = load_export(directory, device)
+        return cls(model, recipe, device=device)
+
+    def check_conditions(self, prompts: list[str] | None, labels: list[int] | None) -> int:
+        """Validate prompts/labels against the model's conditioning; returns the batch size."""
+        return self.conditioner.check(prompts, labels)
+
+    @property
+    def pixel_size(self) -> tuple[int, int]:
+        from .vae import pixel_size
+
+        return pixel_size(self.vae, self.model.config)
+
+    @torch.no_grad()
+    def generate(self, prompts: list[str] | None = None, labels: list[int] | None = None, *,
+                 num_frames: int | None = None, steps: int = 20, sampler: str | None = None,
+                 guidance_scale: float = 1.0, seed: int = 0, cond_video: torch.Tensor | None = None,
+                 cond_frames: int = 0, progress: bool = False) -> torch.Tensor:
+        """Pixel-space clips [B, C, T, H, W] in [-1, 1], one per prompt/label (one for an unconditional model).
+
+        ``cond_video`` [1 or B, C, k, H, W] in pixel space: continuation, its first ``cond_frames``
+        frames are kept (exactly, in latent space).
+        """
+        if steps < 1:
+            raise ValueError(f"sampling steps must be >= 1, got {steps}")
+        b = self.check_conditions(prompts, labels)
+        mc = self.model.config
+        cond, uncond = self.conditioner.sampling_kwargs(self.model, prompts, labels)
+        if guidance_scale != 1.0 and uncond is None:
+            raise ValueError("classifier-free guidance (--cfg != 1) needs a conditional model")
+        t = num_frames or mc.num_frames
+        shape = (b, mc.in_channels, t, *mc.sample_size)
+        dtype = next(self.model.parameters()).dtype
+
+        def model_fn(x, tt, cond_mask=None, kw=cond):
+            return self.model(x.to(dtype), tt, cond_mask=cond_mask, **kw).float()
+
+        uncond_fn = None if uncond is None else (lambda x, tt, cond_mask=None: model_fn(x, tt, cond_mask, uncond))
+        latents_cond = None
+        if cond_video is not None:
+            latents_cond = self.vae.encode(cond_video.to(self.device, torch.float32))
+        g = torch.Generator(device=self.device).manual_seed(seed)
+        x = self.diffusion.sample(model_fn, shape, sampler=sampler, steps=steps, generator=g,
+                                  cond_video=latents_cond, cond_frames=cond_frames, guidance_scale=guidance_scale,
+                                  uncond_model_fn=uncond_fn if guidance_scale != 1.0 else None, progress=progress,
+                                  device=self.device)
+        return self.vae.decode(x).clamp(-1, 1)
