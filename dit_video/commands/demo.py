@@ -114,6 +114,17 @@ def run(args: argparse.Namespace) -> int:
         f"one_shape {n_shape}/{len(checks)}\nmoves_as_captioned {n_moves}/{len(checks)}\n")
     print(f"[demo] of {len(checks)} samples (2 per caption), {n_shape} show one solid shape of the captioned "
           f"colour and {n_moves} of those move the captioned way")
+    # --- eval (issue 15, dit_video.eval): the samples' flicker / warping / persistence -> OUT/eval.json ---
+    from ..eval import evaluate_clips, to_json
+
+    ev = evaluate_clips(frames, prompts + prompts, fps=s.fps)
+    (out / "eval.json").write_text(to_json(ev))
+    a = ev["aggregate"]
+    n_pers = sum(bool(r["persistent"]) for r in ev["videos"])
+    print(f"[demo] eval: flicker {a['flicker_mae']:.2f}/255 (VBench score {a['flicker_score']:.4f}), warp error "
+          f"{a['warp_error']:.4g}, motion {a['motion']:.3g} px/frame, dynamic {a['dynamic_degree']:.2f}, "
+          f"persistent {n_pers}/{a['n_persistence']} ({out / 'eval.json'})")
+    # --- end eval ---
     print(f"[demo] done in {wall / 60:.1f} min: {strip} (rows = captions, columns = frames), {out / 'loss.png'}, "
           f"videos in {samples}")
     return 0

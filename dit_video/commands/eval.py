@@ -10,8 +10,6 @@ video and aggregate) and ``OUT/eval.md`` (the same as a table), and prints a sum
 from __future__ import annotations
 
 import argparse
-import json
-import math
 from pathlib import Path
 
 
@@ -28,21 +26,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default=None, help="device for I3D / CLIP (default cuda when available, else cpu)")
 
 
-def _clean(x):
-    """JSON-safe: NaN -> null, numpy scalars -> Python."""
-    if isinstance(x, dict):
-        return {k: _clean(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_clean(v) for v in x]
-    if hasattr(x, "item") and not isinstance(x, (str, bytes)):
-        x = x.item()
-    if isinstance(x, float) and not math.isfinite(x):
-        return None
-    return x
-
-
 def run(args: argparse.Namespace) -> int:
-    from ..eval import evaluate_clips, markdown, summary_line
+    from ..eval import evaluate_clips, markdown, summary_line, to_json
     from ..eval.videos import read_captions_csv, read_videos
 
     if args.max_frames is not None and args.max_frames < 2:
@@ -81,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
         result["real"] = {"aggregate": ref["aggregate"], "skipped": dict(real_skipped)}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "eval.json").write_text(json.dumps(_clean(result), indent=1))
+    (out / "eval.json").write_text(to_json(result))
     md = markdown(result)
     if real is not None:
         md += f"\nReal videos ({args.real}), the same figures for reference: {summary_line(result['real'])}\n"

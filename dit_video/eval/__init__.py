@@ -9,11 +9,11 @@ One metric per module, its definition in the module's docstring: :mod:`.flicker`
 
 from __future__ import annotations
 
-from .evaluate import evaluate_clip, evaluate_clips, markdown, scalars, summary_line
+from .evaluate import evaluate_clip, evaluate_clips, markdown, scalars, summary_line, to_json
 from .flicker import temporal_flicker
 from .motion import motion
 from .persistence import subject_persistence
 from .warping import warping_error
 
-__all__ = ["evaluate_clip", "evaluate_clips", "markdown", "scalars", "summary_line", "temporal_flicker",
+__all__ = ["evaluate_clip", "evaluate_clips", "markdown", "scalars", "summary_line", "to_json", "temporal_flicker",
            "motion", "subject_persistence", "warping_error"]

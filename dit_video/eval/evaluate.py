@@ -15,6 +15,7 @@ each mean was taken (``n_<figure>``).
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from collections.abc import Sequence
@@ -149,6 +150,23 @@ def scalars(result: dict[str, Any]) -> dict[str, float]:
         if v is not None and math.isfinite(float(v)):
             out[name] = float(v)
     return out
+
+
+def _json_safe(x: Any) -> Any:
+    if isinstance(x, dict):
+        return {k: _json_safe(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_json_safe(v) for v in x]
+    if isinstance(x, np.generic):
+        x = x.item()
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    return x
+
+
+def to_json(result: dict[str, Any]) -> str:
+    """A result as strict JSON (NaN -> null: a figure that could not be computed)."""
+    return json.dumps(_json_safe(result), indent=1)
 
 
 def _cell(v: Any) -> str:
