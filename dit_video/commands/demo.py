@@ -119,6 +119,8 @@ def run(args: argparse.Namespace) -> int:
 
     ev = evaluate_clips(frames, prompts + prompts, fps=s.fps)
     (out / "eval.json").write_text(to_json(ev))
+    for i, prompt in enumerate(prompts):  # captions beside the videos, for `dit-video eval OUT/samples`
+        (samples / f"{i}_{slug(prompt)}.txt").write_text(prompt + "\n")
     a = ev["aggregate"]
     n_pers = sum(bool(r["persistent"]) for r in ev["videos"])
     print(f"[demo] eval: flicker {a['flicker_mae']:.2f}/255 (VBench score {a['flicker_score']:.4f}), warp error "
