@@ -60,7 +60,11 @@ def i3d_features(model: torch.nn.Module, clips: Sequence[np.ndarray], batch_size
         while j < len(clips) and j - i < batch_size and clips[j].shape[0] == t:
             j += 1
         x = torch.stack([preprocess(c) for c in clips[i:j]]).to(device)
-        feats = model(x, rescale=False, resize=False, return_features=True)
+        try:
+            feats = model(x, rescale=False, resize=False, return_features=True)
+        except RuntimeError as e:  # e.g. too few frames for the model's temporal kernels
+            raise ValueError(f"--i3d: the model failed on a batch of shape {tuple(x.shape)} "
+                             f"({str(e).strip().splitlines()[-1][:200]}); the FVD protocol uses 16 frames") from None
         if feats.dim() != 2 or feats.shape[0] != j - i:
             raise ValueError(f"--i3d: the model returned shape {tuple(feats.shape)} for a batch of {j - i}; "
                              "expected [batch, features] (the StyleGAN-V i3d_torchscript.pt signature)")

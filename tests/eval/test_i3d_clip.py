@@ -79,6 +79,16 @@ def test_i3d_errors_name_the_flag(tmp_path, i3d_path):
     torch.jit.script(Flat()).save(str(tmp_path / "flat.pt"))
     with pytest.raises(ValueError, match=r"\[batch, features\]"):
         i3d_features(load_i3d(tmp_path / "flat.pt"), [static()])
+
+    class Needs16(torch.nn.Module):  # like a real I3D, whose temporal kernels need enough frames
+        def forward(self, x: torch.Tensor, rescale: bool = False, resize: bool = False,
+                    return_features: bool = False) -> torch.Tensor:
+            return torch.nn.functional.avg_pool3d(x, kernel_size=(16, 224, 224)).flatten(1)
+
+    torch.jit.script(Needs16()).save(str(tmp_path / "needs16.pt"))
+    assert i3d_features(load_i3d(tmp_path / "needs16.pt"), [static()]).shape == (1, 3)
+    with pytest.raises(ValueError, match=r"--i3d: the model failed on a batch of shape \(1, 3, 8, 224, 224\)"):
+        i3d_features(load_i3d(tmp_path / "needs16.pt"), [static()[:8]])
     with pytest.raises(ValueError, match="both"):
         evaluate_clips([static()], i3d=load_i3d(i3d_path))
 
