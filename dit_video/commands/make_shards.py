@@ -15,7 +15,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--size", type=int, help="resize so that the short side is S (aspect kept, even sides)")
     p.add_argument("--samples-per-shard", type=int, default=1000, help="samples per tar (default 1000)")
     p.add_argument("--workers", type=int, default=1, help="processes decoding/encoding videos (default 1)")
-    p.add_argument("--overwrite", action="store_true", help="write into a non-empty DIR (old shards are removed)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="write into a non-empty DIR: the shards an earlier make-shards wrote there (named in its "
+                        "*_stats.json) are replaced once the new ones are complete; other files are kept")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -33,7 +33,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-bounce", action="store_true", help="let shapes leave the frame instead of bouncing")
     p.add_argument("--easy", action="store_true",
                    help="easy-to-learn preset: one square, red/green/blue, left/right, plain background, no occlusion")
-    p.add_argument("--overwrite", action="store_true", help="write into a non-empty DIR (old shards are removed)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="write into a non-empty DIR (dit-video's own old shards there are removed; other files kept)")
 
 
 def run(args: argparse.Namespace) -> int:

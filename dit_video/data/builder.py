@@ -20,7 +20,7 @@ from concurrent.futures import ProcessPoolExecutor
 import numpy as np
 
 from . import codec
-from .writer import prepare_out_dir, shard_name, write_shard, write_stats
+from .writer import StagedOutput, shard_name, write_shard, write_stats
 
 log = logging.getLogger(__name__)
 VIDEO_SUFFIXES = {".mp4", ".m4v", ".mkv", ".webm", ".mov", ".avi", ".mpg", ".mpeg", ".flv", ".wmv", ".ts",
@@ -193,7 +193,7 @@ def make_shards(src: str, out: str, *, captions: str | None = None, clip_frames:
         raise ValueError(f"--fps must be > 0, got {fps}")
     videos = find_videos(src)
     caps = match_captions(videos, src, read_captions(captions), captions) if captions else {}
-    prepare_out_dir(out, overwrite)
+    staged = StagedOutput(out, overwrite)  # new shards appear (and old ones of ours go) only once all are written
     digits = max(4, len(str(samples_per_shard - 1)))
     jobs = [(v, clip_frames, fps, size) for v in videos]
     state = {"shard": 0, "buf": [], "failures": {}, "ok": 0, "paths": []}
@@ -201,7 +201,7 @@ def make_shards(src: str, out: str, *, captions: str | None = None, clip_frames:
     def close_shard() -> None:
         if not state["buf"]:
             return
-        path = os.path.join(out, shard_name(state["shard"]))
+        path = staged.path(shard_name(state["shard"]))
         n = write_shard(path, state["buf"])
         write_stats(path, count=n, successes=state["ok"], failures=state["failures"])
         state["paths"].append(path)
@@ -242,12 +242,16 @@ def make_shards(src: str, out: str, *, captions: str | None = None, clip_frames:
         for video, (samples, reason, message) in zip(videos, results):
             bar.update(1)
             _add_video(video, samples, reason, message)
+        close_shard()
+    except BaseException:
+        staged.abort()
+        raise
     finally:
         bar.close()
         if pool:
             pool.shutdown(cancel_futures=True)
-    close_shard()
-    return state["paths"]
+    final = staged.commit()
+    return [p for p in final if p.endswith(".tar")]
 
 
 def describe(paths: list[str]) -> str:

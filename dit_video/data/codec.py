@@ -8,13 +8,24 @@ from __future__ import annotations
 
 import io
 import math
+import re
 from dataclasses import dataclass
 
 import numpy as np
 
 # Reasons a clip can be skipped here; the loader counts them as "skipped/<reason>".
-EMPTY, DECODE_ERROR, UNSUPPORTED_CODEC, NO_VIDEO, TOO_SHORT = (
-    "empty_file", "decode_error", "unsupported_codec", "no_video_stream", "too_short")
+EMPTY, DECODE_ERROR, UNSUPPORTED_CODEC, NO_VIDEO, TOO_SHORT, CORRUPT = (
+    "empty_file", "decode_error", "unsupported_codec", "no_video_stream", "too_short", "corrupt_frames")
+# A message FFmpeg's decoders print while concealing damage: "[h264 @ 0x55d0...] error while decoding MB 3 1".
+# Demuxers print under their format list ("[mov,mp4,m4a,3gp,3g2,mj2 @ 0x...]"), which this does not match.
+_DECODER_LOG = re.compile(rb"^\[(\w+) @ 0x[0-9a-f]+\] (.+)$", re.MULTILINE)
+
+
+def decoder_errors(log: bytes) -> str | None:
+    """The first decoder error in FFmpeg's stderr output of one decode (decord leaves FFmpeg at level
+    ERROR, so every decoder line there reports damaged frames that FFmpeg concealed), or None."""
+    m = _DECODER_LOG.search(log)
+    return None if m is None else f"{m.group(1).decode(errors='replace')}: {m.group(2).decode(errors='replace')}"
 
 
 class DecodeFailure(Exception):
@@ -24,6 +35,7 @@ class DecodeFailure(Exception):
         super().__init__(f"{reason}: {message}" if message else reason)
         self.reason = reason
         self.message = message
+        self.src_frames: int | None = None  # set by too_short: the frames the source has
 
 
 @dataclass
@@ -36,6 +48,13 @@ class ClipPlan:
     u_start: float = 0.5
     pad_short: bool = True
     threads: int = 1
+    decoder: str = "decord"  # "decord" (PyAV where it fails) or "pyav"
+    strict: bool = False  # PyAV: FFmpeg's err_detect=explode, damaged frames raise DecodeFailure(CORRUPT)
+    # buckets: ((frames, height, width, weight), ...) and one uniform draw per bucket; the clip's bucket is
+    # chosen from the source's size (dit_video.data.buckets.choose) and its frames replace num_frames
+    buckets: tuple = ()
+    draws: tuple = ()
+    hint: tuple | None = None  # (frames, fps, height, width) from the sample's metadata, if it has them
 
 
 def encode_mp4(frames: np.ndarray, fps: float = 8, *, crf: int = 18, preset: str = "ultrafast",
@@ -83,7 +102,9 @@ def plan_indices(n: int, src_fps: float, plan: ClipPlan) -> tuple[list[int], boo
     span = offsets[-1] + 1
     if span > n:
         if not plan.pad_short:
-            raise DecodeFailure(TOO_SHORT, f"{n} frames, clip needs {span}")
+            e = DecodeFailure(TOO_SHORT, f"{n} frames, clip needs {span}")
+            e.src_frames = n
+            raise e
         return [min(o, n - 1) for o in offsets], True
     start = min(int(plan.u_start * (n - span + 1)), n - span)
     return [start + o for o in offsets], False
@@ -119,29 +140,40 @@ def _decode_pyav(data: bytes, plan: ClipPlan) -> tuple[np.ndarray, dict]:
         if stream.codec_context is None:
             raise DecodeFailure(UNSUPPORTED_CODEC, "FFmpeg has no decoder for the video stream's codec")
         stream.thread_count = plan.threads
+        if plan.strict:  # damaged frames raise instead of being concealed
+            stream.codec_context.options = {"err_detect": "explode"}
         fps = float(stream.average_rate or stream.guessed_rate or 0)
         n_hint = stream.frames
-        frames: list[np.ndarray] = []
+        frames: dict[int, np.ndarray] = {}
+        count = 0
         try:
-            if n_hint > 0:  # decode only up to the last frame needed
+            if n_hint > 0:  # decode only up to the last frame needed; convert only the frames taken
                 idx, padded = plan_indices(n_hint, fps, plan)
-                last = max(idx)
+                want, last = set(idx), max(idx)
                 for frame in container.decode(stream):
-                    frames.append(frame.to_ndarray(format="rgb24"))
-                    if len(frames) > last:
+                    if count in want:
+                        frames[count] = frame.to_ndarray(format="rgb24")
+                    count += 1
+                    if count > last:
                         break
-                if len(frames) > last:
+                if count > last:
                     out = np.stack([frames[i] for i in idx])
                     return out, {"decoder": "pyav", "padded": padded, "src_frames": n_hint, "src_fps": fps}
-            else:
-                frames = [f.to_ndarray(format="rgb24") for f in container.decode(stream)]
+                frames = {}  # the header's count was wrong: decode everything below
+                container.seek(0)
+            all_frames = [f.to_ndarray(format="rgb24") for f in container.decode(stream)]
         except av.error.FFmpegError as e:
-            if not frames:
-                raise DecodeFailure(DECODE_ERROR, f"PyAV decode: {e}") from None
+            if plan.strict and (count or frames):
+                raise DecodeFailure(CORRUPT, f"PyAV: damaged frame after {count} good ones: {e}") from None
+            if plan.strict and isinstance(e, av.error.InvalidDataError):
+                raise DecodeFailure(CORRUPT, f"PyAV: damaged frame: {e}") from None
+            raise DecodeFailure(DECODE_ERROR, f"PyAV decode: {e}") from None
+        if not all_frames:
+            raise DecodeFailure(DECODE_ERROR, "PyAV decoded no frame")
         # frame count unknown or wrong in the header: sample from what decoded
-        idx, padded = plan_indices(len(frames), fps, plan)
-        return np.stack([frames[i] for i in idx]), {"decoder": "pyav", "padded": padded,
-                                                      "src_frames": len(frames), "src_fps": fps}
+        idx, padded = plan_indices(len(all_frames), fps, plan)
+        return np.stack([all_frames[i] for i in idx]), {"decoder": "pyav", "padded": padded,
+                                                          "src_frames": len(all_frames), "src_fps": fps}
 
 
 # Frame sizes decord 0.6 cannot copy out (it pads rows to an alignment and then refuses the copy:
@@ -154,12 +186,20 @@ _DECORD_BAD_SIZES: set[tuple[int, int]] = set()
 def decode_clip(data: bytes, plan: ClipPlan) -> tuple[np.ndarray, dict]:
     """Decode ``plan``'s clip from mp4 bytes: uint8 ``[T, H, W, 3]`` and an info dict.
 
-    Tries decord first (absent on some platforms, and it fails on some files), then PyAV; info
-    says which decoder served (``"pyav"`` after a decord failure is counted as a fallback). After
-    decord has failed on a frame size in this process (``_DECORD_BAD_SIZES``), PyAV goes first.
+    ``plan.decoder="decord"`` tries decord first (absent on some platforms, and it fails on some
+    files), then PyAV; info says which decoder served (``"pyav"`` after a decord failure is counted
+    as a fallback). After decord has failed on a frame size in this process (``_DECORD_BAD_SIZES``),
+    PyAV goes first. ``"pyav"`` decodes with PyAV only. With ``plan.buckets`` the clip's bucket is
+    chosen first (info ``"bucket"``: its index) and the clip has that bucket's frames.
     """
     if len(data) == 0:
         raise DecodeFailure(EMPTY, "zero-byte file")
+    if plan.buckets:
+        return _decode_bucketed(data, plan)
+    if plan.decoder == "pyav":
+        frames, info = _decode_pyav(data, plan)
+        info["decord_error"] = None
+        return frames, info
     decord_error = None
     if _DECORD_BAD_SIZES:
         try:
@@ -194,6 +234,56 @@ def decode_clip(data: bytes, plan: ClipPlan) -> tuple[np.ndarray, dict]:
         _DECORD_BAD_SIZES.add((int(frames.shape[1]), int(frames.shape[2])))
     info["decord_error"] = decord_error
     return frames, info
+
+
+def _step(plan: ClipPlan, src_fps: float) -> float:
+    if plan.fps is not None and src_fps and math.isfinite(src_fps) and src_fps > 0:
+        return src_fps / plan.fps
+    return float(plan.frame_stride)
+
+
+def _decode_bucketed(data: bytes, plan: ClipPlan) -> tuple[np.ndarray, dict]:
+    """Choose the clip's bucket from its size (the sample's metadata, else a PyAV probe), then decode
+    that bucket's frames; if the decoded clip contradicts the metadata, choose again from the truth."""
+    from dataclasses import replace
+
+    from . import buckets
+
+    hinted = plan.hint is not None
+    if hinted:
+        n, fps, h, w = plan.hint
+    else:
+        meta = probe(data)
+        n, fps, h, w = meta["frames"], meta["fps"], meta["height"], meta["width"]
+    for attempt in range(2):
+        idx, reason = buckets.choose(plan.buckets, n, _step(plan, fps), h, w, plan.draws)
+        if idx is None:
+            if hinted and attempt == 0:  # the metadata may be wrong: check with a probe before skipping
+                meta = probe(data)
+                if (meta["frames"], meta["height"], meta["width"]) != (n, h, w):
+                    n, fps, h, w, hinted = meta["frames"], meta["fps"], meta["height"], meta["width"], False
+                    continue
+            raise DecodeFailure(reason, f"{w}x{h}, {n} frames at {fps:g} fps fit no bucket"
+                                + (" that the draws kept" if reason == buckets.DROPPED else ""))
+        sub = replace(plan, num_frames=plan.buckets[idx][0], pad_short=False, buckets=(), draws=(), hint=None)
+        try:
+            frames, info = decode_clip(data, sub)
+        except DecodeFailure as e:
+            if e.reason != TOO_SHORT or attempt == 1:
+                raise
+            n, hinted = getattr(e, "src_frames", 0), False  # fewer frames than the metadata or header said
+            continue
+        got_h, got_w = int(frames.shape[1]), int(frames.shape[2])
+        if (got_h, got_w) != (h, w) or info["src_frames"] != n:
+            again, _ = buckets.choose(plan.buckets, info["src_frames"], _step(plan, info["src_fps"]), got_h, got_w,
+                                      plan.draws)
+            info["bucket_metadata_mismatch"] = True
+            if again != idx and attempt == 0:
+                n, fps, h, w, hinted = info["src_frames"], info["src_fps"], got_h, got_w, False
+                continue
+        info["bucket"] = idx
+        return frames, info
+    raise DecodeFailure(DECODE_ERROR, "the clip's size changed between probe and decode")
 
 
 def probe(data: bytes) -> dict:

@@ -19,6 +19,7 @@ import pickle
 import signal
 import socket
 import sys
+import tempfile
 import time
 from multiprocessing.connection import Connection
 
@@ -45,19 +46,29 @@ def _child_loop(conn: Connection, buf: mmap.mmap, quiet: bool) -> None:
         signal.signal(sig, signal.SIG_DFL)  # drop handlers inherited from torch's worker loop
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when we stop
     _set_pdeathsig()
-    if quiet:  # decord prints every open error (with the raw bytes) to stderr; reasons go back to the parent
-        fd = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(fd, 2)
+    # FFmpeg's messages go to a scratch file: decord prints every open error (with the raw bytes) there, and
+    # a decoder's line in it means frames it concealed (decord has no other signal; see codec.decoder_errors)
+    log = tempfile.TemporaryFile()
+    shown = None if quiet else os.dup(2)
+    os.dup2(log.fileno(), 2)
     while True:
         try:
             msg = conn.recv_bytes()
         except (EOFError, OSError):
             return
         slot, capacity, plan, data = pickle.loads(msg)
+        os.ftruncate(2, 0)
+        os.lseek(2, 0, os.SEEK_SET)
         try:
             frames, info = codec.decode_clip(data, plan)
             frames = np.ascontiguousarray(frames)
-            if frames.nbytes > capacity:
+            text = os.pread(2, 1 << 16, 0)
+            if shown is not None and text:
+                os.write(shown, text)
+            damage = codec.decoder_errors(text) if plan.strict and info.get("decoder") == "decord" else None
+            if damage is not None:
+                reply = ("fail", codec.CORRUPT, f"decord: FFmpeg concealed damaged frames ({damage})")
+            elif frames.nbytes > capacity:
                 reply = ("grow", frames.nbytes)
             else:
                 buf[slot * capacity: slot * capacity + frames.nbytes] = memoryview(frames).cast("B")

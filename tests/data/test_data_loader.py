@@ -245,14 +245,14 @@ def test_dead_worker_is_reported(shard_of, tmp_path, monkeypatch):
     from dit_video.data import pipeline
 
     main_pid = os.getpid()
-    real = pipeline.VideoStream._to_tensor
+    real = pipeline.VideoStream._put
 
-    def die_in_worker(self, frames, crop, out):
+    def die_in_worker(self, batch, frames, job):
         if os.getpid() != main_pid:
             os.kill(os.getpid(), signal.SIGKILL)
-        return real(self, frames, crop, out)
+        return real(self, batch, frames, job)
 
-    monkeypatch.setattr(pipeline.VideoStream, "_to_tensor", die_in_worker)
+    monkeypatch.setattr(pipeline.VideoStream, "_put", die_in_worker)
     shard_of("00000.tar", [("a", {"mp4": clip_bytes(t=5), "txt": "a"})])
     with pytest.raises(WorkerDiedError, match="worker process died"):
         drain(make_loader(cfg_for(tmp_path / "shards", num_workers=1)))
