@@ -134,16 +134,16 @@ class VideoLoader:
                    copy.deepcopy(self._state["workers"]), ring=ring)
 
     def _ring(self) -> BatchRing | None:
-        """Shared batch slots for the workers (video, forked workers only)."""
+        """Reusable batch slots (video): shared with forked workers, or this process's own with no workers."""
         cfg = self.cfg
-        if cfg.num_workers == 0 or cfg.kind != "video" or multiprocessing.get_start_method() != "fork":
+        if cfg.kind != "video" or (cfg.num_workers > 0 and multiprocessing.get_start_method() != "fork"):
             return None
         shapes = ([(b.batch_size, b.frames, b.height, b.width) for b in self.buckets]
                   or [(cfg.batch_size, cfg.num_frames, cfg.size, cfg.size)])
         itemsize = 1 if cfg.output_dtype == "uint8" else 4
         slot_bytes = max(int(np.prod(s)) * 3 * itemsize for s in shapes)
         # slots a worker may hold at once: one open batch per bucket, the DataLoader's prefetch, two in hand
-        return BatchRing(cfg.num_workers, len(shapes) + cfg.prefetch_factor + 2, slot_bytes)
+        return BatchRing(max(1, cfg.num_workers), len(shapes) + cfg.prefetch_factor + 2, slot_bytes)
 
     def _dataloader(self):
         ring = self._ring()
