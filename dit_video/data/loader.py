@@ -63,6 +63,7 @@ class VideoLoader:
                 f"(--samples-per-shard), lower data.num_workers, or set data.resample=true")
         self.buckets = bucketing.resolve_buckets(cfg)
         self._state = self._initial_state()
+        self.ring: BatchRing | None = None
         self.wait_s = 0.0  # time spent waiting for the next batch, summed
         self.batches = 0
 
@@ -146,7 +147,7 @@ class VideoLoader:
         return BatchRing(max(1, cfg.num_workers), len(shapes) + cfg.prefetch_factor + 2, slot_bytes)
 
     def _dataloader(self):
-        ring = self._ring()
+        ring = self.ring = self._ring()  # the current iteration's batch slots (None for latents)
         dataset = self._dataset(ring)
         if self.cfg.num_workers == 0:
             return iter(dataset), ring
