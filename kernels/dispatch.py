@@ -164,6 +164,13 @@ def dispatch(op: str, backend: str, *args, **kwargs):
     return resolve(op, backend, *args, **kwargs).fn(*args, **kwargs)
 
 
+def implementations(op: str | None = None) -> list[Impl]:
+    """Every registered implementation (of ``op``, or of every op), after loading every backend that loads."""
+    for name in BACKENDS:
+        _load(name)
+    return [impl for (o, _), impls in sorted(_REGISTRY.items()) if op in (None, o) for impl in impls]
+
+
 def available(op: str) -> dict[str, str | None]:
     """For each backend: ``None`` if it has an implementation of ``op``, else why not."""
     out: dict[str, str | None] = {}

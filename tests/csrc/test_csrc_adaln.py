@@ -1,84 +1,10 @@
-"""dit_video::csrc_gated_residual_adaln and csrc_adaln_modulate (CPU) against the torch reference: outputs and
-every gradient (x, y, gate, shift, scale), fp32 and bf16, the 2x rule, odd widths, non-contiguous
-y, per-sample and per-frame modulation, opcheck."""
+"""dit_video::csrc_gated_residual_adaln and csrc_adaln_modulate (CPU): one output used, opcheck, dispatch. Their
+numerics are in tests/kernels/test_contract.py."""
 
-import pytest
 import torch
-from csrc_numerics import assert_2x, run_with_grads
 
 from dit_video.kernels import gated_residual_adaln, resolve
-from dit_video.kernels.reference import adaln_modulate_ref, gated_residual_adaln_ref
-
-DTYPES = [torch.float32, torch.bfloat16]
-# (x shape, modulation shape)
-CASES = [
-    ((2, 3, 5, 48), (2, 48)),  # per sample
-    ((2, 3, 5, 48), (2, 3, 48)),  # per frame
-    ((1, 4, 7, 37), (1, 4, 37)),  # odd width (vector tails)
-    ((2, 2, 3, 2, 24), (2, 2, 24)),  # [B, T, H, W, D]
-    ((3, 11, 16), (3, 16)),  # [B, N, D]
-    ((1, 1, 1, 1), (1, 1)),
-]
-
-
-def noncontig_like(shape):
-    """A [B, T, ..., D] tensor stored as [B, ..., T, D] (a transposed view, like attention's y)."""
-    if len(shape) < 4:
-        return torch.randn(shape[:-2] + (shape[-1], shape[-2]))
-    perm = (0,) + tuple(range(2, len(shape) - 1)) + (1, len(shape) - 1)
-    base = torch.randn([shape[i] for i in perm])
-    inv = [perm.index(i) for i in range(len(shape))]
-    return base.permute(inv)
-
-
-@pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("case", CASES)
-def test_gated_residual_adaln(csrc, dtype, case):
-    xs, ms = case
-    x = torch.randn(xs)
-    y = noncontig_like(xs) if len(xs) >= 4 else torch.randn(xs)
-    assert y.shape == x.shape
-    mods = [torch.randn(ms) * 0.5 for _ in range(3)]
-    g_r, g_out = torch.randn(xs, dtype=torch.float64), torch.randn(xs, dtype=torch.float64)
-    eps = 1e-6
-
-    def ours(x, y, *m):
-        return csrc.gated_residual_adaln(x, y, *m, eps=eps)
-
-    def ref(x, y, *m):
-        return gated_residual_adaln_ref(x, y, *m, eps=eps)
-
-    def cast(t):  # keep y's strides
-        return torch.empty_strided(t.shape, t.stride(), dtype=dtype).copy_(t)
-
-    ins = [x, y, *mods]
-    outs, grads = run_with_grads(ours, [cast(t) for t in ins], [g_r, g_out])
-    outs_t, grads_t = run_with_grads(ref, [cast(t) for t in ins], [g_r, g_out])
-    outs64, grads64 = run_with_grads(ref, [t.double() for t in ins], [g_r, g_out])
-    for name, a, b, c in zip(["r", "out"], outs, outs_t, outs64):
-        assert a.dtype == dtype and a.shape == x.shape
-        assert_2x(name, a, b, c, dtype)
-    for name, a, b, c in zip(["dx", "dy", "dgate", "dshift", "dscale"], grads, grads_t, grads64):
-        assert a.shape == c.shape
-        assert_2x(name, a, b, c, dtype)
-
-
-@pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("case", CASES[:4])
-def test_adaln_modulate(csrc, dtype, case):
-    xs, ms = case
-    ins = [noncontig_like(xs), torch.randn(ms) * 0.5, torch.randn(ms) * 0.5]
-    g = torch.randn(xs, dtype=torch.float64)
-
-    def cast(t):
-        return torch.empty_strided(t.shape, t.stride(), dtype=dtype).copy_(t)
-
-    (o,), grads = run_with_grads(csrc.adaln_modulate, [cast(t) for t in ins], [g])
-    (o_t,), grads_t = run_with_grads(adaln_modulate_ref, [cast(t) for t in ins], [g])
-    (o64,), grads64 = run_with_grads(adaln_modulate_ref, [t.double() for t in ins], [g])
-    assert_2x("out", o, o_t, o64, dtype)
-    for name, a, b, c in zip(["dx", "dshift", "dscale"], grads, grads_t, grads64):
-        assert_2x(name, a, b, c, dtype)
+from dit_video.kernels.reference import gated_residual_adaln_ref
 
 
 def test_only_one_output_used(csrc):
