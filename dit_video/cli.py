@@ -20,6 +20,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "export": ("export", "export EMA weights of a training checkpoint as safetensors"),
     "make-shards": ("make_shards", "write webdataset shards from a folder of videos"),
     "make-synthetic": ("make_synthetic", "generate captioned synthetic clips as webdataset shards"),
+    "encode-shards": ("encode_shards", "precompute VAE latents and text states of video shards (data.kind=latents)"),
     "kernels-report": ("kernels_report", "compile every Triton kernel for sm_80/sm_90a and report resources"),
     "build-ext": ("build_ext", "build the C++/CUDA extension dit_video._C ahead of first use"),
     "bench": ("bench", "run the benchmarks (same as python -m benchmarks)"),

@@ -62,6 +62,11 @@ class VideoLoader:
                 f"{self.num_streams} worker(s): each reader needs at least one shard. Write more, smaller shards "
                 f"(--samples-per-shard), lower data.num_workers, or set data.resample=true")
         self.buckets = bucketing.resolve_buckets(cfg)
+        self.manifest = None  # latent shards: what made them (dit_video.data.latents)
+        if cfg.kind == "latents":
+            from .latents import shard_manifest
+
+            self.manifest = shard_manifest(self.shards)
         self._state = self._initial_state()
         self.ring: BatchRing | None = None
         self.wait_s = 0.0  # time spent waiting for the next batch, summed

@@ -35,6 +35,12 @@ class VAE(nn.Module):
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
+    def encode_posterior(self, video: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(mean, std)`` of the latent posterior, normalised as :meth:`encode` normalises: ``mean`` is what
+        ``encode`` returns for a deterministic VAE, ``mean + std * noise`` a posterior sample."""
+        z = self.encode(video)
+        return z, torch.zeros_like(z)
+
     def latent_shape(self, video_shape) -> tuple[int, int, int, int, int]:
         """[B, C, T, H, W] of a video -> the shape of its latents."""
         b, _, t, h, w = video_shape
@@ -159,6 +165,26 @@ class DiffusersVAE(VAE):
         x = video.to(self.dtype)
         z = self._frames(x, self._encode) if self.per_frame else self._encode(x)
         return self.normalize(z.float()).to(video.dtype)
+
+    def _scale(self, z: torch.Tensor) -> torch.Tensor | float:
+        """The factor :meth:`normalize` multiplies a latent difference by."""
+        if self.channel_stats is not None:
+            _, std = self._stats(z)
+            return self.scaling_factor / std
+        return self.scaling_factor
+
+    @torch.no_grad()
+    def encode_posterior(self, video: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        _check_video(video, self.in_channels, "video")
+        x = video.to(self.dtype)
+
+        def both(frames: torch.Tensor) -> torch.Tensor:
+            dist = self.vae.encode(frames).latent_dist
+            return torch.cat([dist.mean, dist.std], dim=1)
+
+        z = self._frames(x, both) if self.per_frame else both(x)
+        mean, std = z.float().chunk(2, dim=1)
+        return self.normalize(mean).to(video.dtype), (std * self._scale(mean)).to(video.dtype)
 
     @torch.no_grad()
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
