@@ -49,18 +49,40 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _is_user_error(e: BaseException) -> bool:
+    """Errors a user causes and fixes: one line, no traceback (see dit_video/errors.py)."""
+    from .errors import UserError
+
+    if isinstance(e, (UserError, ValueError, OSError, FloatingPointError)):
+        return True
+    dispatch = sys.modules.get("dit_video.kernels.dispatch")  # a forced kernel backend that cannot serve
+    return dispatch is not None and isinstance(e, dispatch.BackendUnavailable)
+
+
+def _one_line(e: BaseException) -> str:
+    text = " ".join(str(e).split()) or type(e).__name__
+    return text if len(text) <= 2000 else text[:2000] + " ..."
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     parser = build_parser()
     # Find the subcommand first, then let its module declare its arguments.
     name = next((a for a in argv if a in COMMANDS), None)
+    sub = None
     if name is not None:
         mod = _load(name)
         if mod is None:
             parser.error(f"'{name}' is not available in this version of dit-video")
-        sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-        mod.add_arguments(sub.choices[name])
-    args = parser.parse_args(argv)
+        sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices[name]
+        mod.add_arguments(sub)
+    args, extra = parser.parse_known_args(argv)
+    if extra:  # key=value overrides may come anywhere among the options: train CFG a=b --resume auto c=d
+        overrides = [t for t in extra if "=" in t and not t.startswith("-")]
+        rest = [t for t in extra if t not in overrides]
+        if rest or (overrides and not hasattr(args, "overrides")):
+            (sub or parser).error(f"unrecognized arguments: {' '.join(rest or overrides)}")
+        args.overrides = list(args.overrides or []) + overrides
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s")
     if not getattr(args, "_command", None):
@@ -68,10 +90,13 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     try:
         return int(_load(args._command).run(args) or 0)
-    except (ValueError, FileNotFoundError, FileExistsError) as e:  # user errors: one clear line
-        if args.verbose:
+    except KeyboardInterrupt:
+        print(f"dit-video {args._command}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:  # noqa: BLE001 - user errors become one line; bugs keep their traceback
+        if args.verbose or not _is_user_error(e):
             raise
-        print(f"dit-video {args._command}: error: {e}", file=sys.stderr)
+        print(f"dit-video {args._command}: error: {_one_line(e)}", file=sys.stderr)
         return 2
 
 

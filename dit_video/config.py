@@ -14,6 +14,7 @@ from typing import Any
 _CHOICES = {
     "attention": ("factorized", "full"),
     "positions": ("sincos", "rope3d"),
+    "temporal_position": ("first_temporal", "input"),
     "modulation": ("adaln_zero", "adaln_single"),
     "conditioning": ("none", "text", "class"),
     "kernel_backend": ("auto", "torch", "triton", "cuda", "cpu", "flash"),
@@ -40,6 +41,9 @@ class VideoDiTConfig:
     mlp_ratio: float = 4.0
     attention: str = "factorized"
     positions: str = "sincos"
+    # sincos frame index: added before the first temporal block (Latte) or with the spatial one at the input,
+    # so that every block (spatial attention, text cross-attention) knows the frame
+    temporal_position: str = "first_temporal"
     modulation: str = "adaln_zero"
     conditioning: str = "none"
     num_classes: int = 0  # class conditioning; index num_classes is the null (CFG) class
@@ -56,8 +60,21 @@ class VideoDiTConfig:
     kernel_backend: str = "auto"
 
     def __post_init__(self) -> None:
+        _check_types(self)
         self.sample_size = list(self.sample_size)
         self.patch_size = list(self.patch_size)
+        for key in ("in_channels", "num_frames", "hidden_size", "depth", "num_heads", "frequency_embedding_size"):
+            if getattr(self, key) < 1:
+                raise ValueError(f"VideoDiTConfig.{key} must be >= 1, got {getattr(self, key)}")
+        if self.out_channels is not None and self.out_channels < 1:
+            raise ValueError(f"VideoDiTConfig.out_channels must be >= 1 (or null), got {self.out_channels}")
+        if min(self.sample_size) < 1 or self.num_classes < 0 or self.caption_channels < 0:
+            raise ValueError("VideoDiTConfig.sample_size must be positive, num_classes and caption_channels >= 0")
+        if self.mlp_ratio <= 0 or self.norm_eps <= 0 or self.rope_theta <= 0 or self.pos_interpolation_scale <= 0:
+            raise ValueError("VideoDiTConfig.mlp_ratio, norm_eps, rope_theta and pos_interpolation_scale must be > 0")
+        if self.frequency_embedding_size % 2:
+            raise ValueError(f"VideoDiTConfig.frequency_embedding_size must be even, got "
+                             f"{self.frequency_embedding_size}")
         for key, allowed in _CHOICES.items():
             if getattr(self, key) not in allowed:
                 raise ValueError(f"VideoDiTConfig.{key} must be one of {allowed}, got {getattr(self, key)!r}")
@@ -105,6 +122,25 @@ class VideoDiTConfig:
         d = dict(PRESETS[name])
         d.update(overrides)
         return cls.from_dict(d)
+
+
+def _check_types(cfg: VideoDiTConfig) -> None:
+    """Each field has the type its annotation names (a config.json typed by hand: ``"depth": "12"``)."""
+    for f in dataclasses.fields(cfg):
+        v, ann = getattr(cfg, f.name), str(f.type)
+        optional = ann.endswith("| None")
+        base = ann.replace(" | None", "")
+        if v is None and optional:
+            continue
+
+        def is_int(x) -> bool:
+            return isinstance(x, int) and not isinstance(x, bool)
+
+        ok = {"int": is_int(v), "float": is_int(v) or isinstance(v, float), "bool": isinstance(v, bool),
+              "str": isinstance(v, str),
+              "list[int]": isinstance(v, (list, tuple)) and all(is_int(x) for x in v)}.get(base, True)
+        if not ok:
+            raise ValueError(f"VideoDiTConfig.{f.name} must be {ann}, got {v!r} ({type(v).__name__})")
 
 
 # Latte's sizes (Ma et al. 2024, Table: S/B/L/XL with 2x2 patches, 16 frames of 32x32 latents),

@@ -40,12 +40,12 @@ def describe(model) -> str:
 
 def run(args: argparse.Namespace) -> int:
     import torch
-    from omegaconf import OmegaConf
 
     from ..config import VideoDiTConfig
     from ..models import VideoDiT
+    from ..pipeline.safe_yaml import load_dotlist
 
-    overrides = OmegaConf.to_container(OmegaConf.from_dotlist(args.overrides)) if args.overrides else {}
+    overrides = load_dotlist(args.overrides) if args.overrides else {}
     cfg = VideoDiTConfig.from_preset(args.preset, **overrides)
     with torch.device("meta"):
         model = VideoDiT(cfg)

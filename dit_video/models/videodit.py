@@ -283,7 +283,7 @@ class VideoDiT(nn.Module):
         tokens = self.x_embedder(x)  # [B, T', S, D]
         if spatial_pos is not None:
             tokens = tokens + spatial_pos.to(tokens.dtype)
-            if cfg.attention == "full":
+            if cfg.attention == "full" or cfg.temporal_position == "input":
                 tokens = tokens + temporal_pos.to(tokens.dtype)[:, None]
 
         c = self.t_embedder(self._frame_timesteps(timestep, b, t, cond_mask))  # [B, D] or [B, T', D]
@@ -298,7 +298,8 @@ class VideoDiT(nn.Module):
 
         first_temporal = True
         for blk in self.blocks:
-            if blk.kind == "temporal" and first_temporal and temporal_pos is not None:
+            if blk.kind == "temporal" and first_temporal and temporal_pos is not None \
+                    and cfg.temporal_position == "first_temporal":
                 tokens = tokens + temporal_pos.to(tokens.dtype)[:, None]  # Latte: once, before the 1st
             first_temporal = first_temporal and blk.kind != "temporal"
             if cfg.gradient_checkpointing and self.training and torch.is_grad_enabled():
@@ -326,7 +327,13 @@ class VideoDiT(nn.Module):
 
     @classmethod
     def from_pretrained(cls, directory: str | os.PathLike, **overrides) -> VideoDiT:
-        """Load a directory written by :meth:`save_pretrained` (or ``dit-video export``)."""
+        """Load a directory written by :meth:`save_pretrained` (or ``dit-video export``).
+
+        Checks before allocating anything: config.json parses and every value has its type and range,
+        and the weights file's header lists exactly the tensors, with the shapes, that this config
+        builds (read on the meta device). A damaged file is a one-line ``ValueError``.
+        """
+        from safetensors import SafetensorError, safe_open
         from safetensors.torch import load_file
 
         d = Path(directory)
@@ -334,11 +341,35 @@ class VideoDiT(nn.Module):
             if not (d / f).is_file():
                 raise FileNotFoundError(f"{d / f} not found: from_pretrained needs a directory written by "
                                         "VideoDiT.save_pretrained or `dit-video export`")
-        cfg = json.loads((d / "config.json").read_text())
+        try:
+            cfg = json.loads((d / "config.json").read_text())
+        except (OSError, UnicodeDecodeError, ValueError) as e:
+            raise ValueError(f"{d / 'config.json'} is not readable JSON ({type(e).__name__}: {e})") from e
+        if not isinstance(cfg, dict):
+            raise ValueError(f"{d / 'config.json'} must hold a JSON object of VideoDiTConfig fields")
         cfg.update(overrides)
-        model = cls(VideoDiTConfig.from_dict(cfg))
-        missing, unexpected = model.load_state_dict(load_file(str(d / "model.safetensors")), strict=False)
-        if missing or unexpected:
-            raise ValueError(f"{d / 'model.safetensors'} does not match the config: missing {missing}, "
-                             f"unexpected {unexpected}")
+        try:
+            config = VideoDiTConfig.from_dict(cfg)
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"{d / 'config.json'}: {e}") from e
+        weights = d / "model.safetensors"
+        try:
+            with safe_open(str(weights), framework="pt") as f:
+                have = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+        except (SafetensorError, OSError) as e:
+            raise ValueError(f"{weights} is damaged or truncated ({type(e).__name__}: {e})") from e
+        with torch.device("meta"):
+            want = {k: tuple(v.shape) for k, v in cls(config).state_dict().items()}
+        missing = sorted(set(want) - set(have))
+        unexpected = sorted(set(have) - set(want))
+        shapes = sorted(f"{k}: {have[k]} != {want[k]}" for k in set(want) & set(have) if have[k] != want[k])
+        if missing or unexpected or shapes:
+            raise ValueError(f"{weights} does not match {d / 'config.json'}: missing {missing[:5]}, unexpected "
+                             f"{unexpected[:5]}, shapes {shapes[:5]}")
+        try:
+            state = load_file(str(weights))
+        except (SafetensorError, OSError) as e:
+            raise ValueError(f"{weights} is damaged or truncated ({type(e).__name__}: {e})") from e
+        model = cls(config)
+        model.load_state_dict(state, strict=True)
         return model

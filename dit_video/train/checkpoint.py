@@ -38,6 +38,7 @@ from typing import Any
 
 import torch
 
+from ..errors import UserError
 from .distributed import all_reduce_sum, barrier
 
 log = logging.getLogger(__name__)
@@ -49,7 +50,7 @@ TAG_RE = re.compile(r"^step_(\d+)$")
 ABANDONED_PREFIX = "abandoned-"
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(UserError, RuntimeError):
     """A checkpoint cannot be written or trusted; the message names the file and what to do."""
 
 
@@ -100,7 +101,28 @@ def install_safe_loading(engine) -> None:
     def load(path: str, map_location=None):
         return safe_load(path, map_location=map_location)
 
-    ce.load = load  # instance attribute: this engine only
+    ce.load = load  # instance attributes: this engine only
+    if os.environ.get("DIT_VIDEO_FAULT", "").startswith("mid_file:"):
+        original = ce.save
+
+        def save_with_fault(state_dict, path: str):
+            if os.environ.get("DIT_VIDEO_FAULT") == f"mid_file:{_SAVING[0]}":
+                import io
+                import signal
+
+                buf = io.BytesIO()
+                torch.save(state_dict, buf)
+                with open(path, "wb") as f:  # half a file on disk, then a crash
+                    f.write(buf.getvalue()[: buf.tell() // 2])
+                    f.flush()
+                    os.fsync(f.fileno())
+                os.kill(os.getpid(), signal.SIGKILL)
+            return original(state_dict, path)
+
+        ce.save = save_with_fault
+
+
+_SAVING = [-1]  # the step being saved (for the mid_file fault hook)
 
 
 def scan_tag(tag_dir: Path) -> None:
@@ -264,6 +286,7 @@ def save(engine, ckpt_dir: Path, step: int, client_state: dict[str, Any], rank_s
         shutil.rmtree(tag_dir)
     barrier()
     error = None
+    _SAVING[0] = step
     try:
         fault_point("before_save", step)
         engine.save_checkpoint(str(ckpt_dir), tag=tag, client_state=client_state, save_latest=False)
@@ -292,11 +315,11 @@ def save(engine, ckpt_dir: Path, step: int, client_state: dict[str, Any], rank_s
         raise CheckpointError(f"saving checkpoint {tag_dir} failed ({where}); the previous complete checkpoint is "
                               "untouched and `--resume auto` continues from it. Free disk space (or fix the "
                               "file system) and resume") from error
-    fault_point("before_marker", step)
     if rank == 0:
         files = {str(f.relative_to(tag_dir)): f.stat().st_size for f in sorted(tag_dir.rglob("*"))
                  if f.is_file() and f.name != MARKER}
         try:
+            fault_point("before_marker", step)
             _write_text(tag_dir / MARKER, json.dumps({"step": step, "world_size": int(client_state.get(
                 "world_size", 1)), "files": files}, indent=1) + "\n")
             _fsync_dir(tag_dir)
@@ -343,7 +366,9 @@ def load_ema(tag_dir: Path) -> dict[str, torch.Tensor]:
 
 def fault_point(name: str, step: int) -> None:
     """Test hook: ``DIT_VIDEO_FAULT=name:step`` kills this process here with SIGKILL (a crash, no cleanup);
-    ``DIT_VIDEO_FAULT=enospc:name:step`` raises ``OSError(ENOSPC)`` here instead (a full disk)."""
+    ``DIT_VIDEO_FAULT=enospc:name:step`` raises ``OSError(ENOSPC)`` here instead (a full disk);
+    ``DIT_VIDEO_FAULT=mid_file:step`` kills it halfway through writing DeepSpeed's first file of that save.
+    Points: ``after_step``, ``before_save``, ``after_deepspeed``, ``mid_save``, ``before_marker``, ``after_marker``."""
     spec = os.environ.get("DIT_VIDEO_FAULT")
     if not spec:
         return

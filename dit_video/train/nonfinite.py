@@ -25,10 +25,12 @@ from collections import deque
 
 import torch
 
+from ..errors import UserError
+
 log = logging.getLogger(__name__)
 
 
-class NonFiniteError(FloatingPointError):
+class NonFiniteError(UserError, FloatingPointError):
     """``train.nonfinite=stop``: too many non-finite steps in a row."""
 
 

@@ -161,7 +161,8 @@ class Trainer:
 
         if not self.cfg.data.shards:
             raise ValueError("data.shards is empty: give a directory or glob of webdataset .tar shards")
-        list_shards(self.cfg.data.shards)  # FileNotFoundError naming the pattern when nothing matches
+        # FileNotFoundError naming the pattern when nothing matches; ValueError for a command without data.allow_pipe
+        list_shards(self.cfg.data.shards, allow_pipe=self.cfg.data.allow_pipe)
 
     # ------------------------------------------------------------------ state
     def _rank_state(self) -> dict[str, Any]:
@@ -352,8 +353,7 @@ class Trainer:
     def plot_loss(self) -> Path:
         from ..pipeline.plots import plot_loss
 
-        rows = [r for r in read_metrics(self.out_dir / "metrics.jsonl")
-                if isinstance(r.get("loss"), (int, float)) and r.get("event") != "skipped_nonfinite"]
+        rows = [r for r in read_metrics(self.out_dir / "metrics.jsonl") if isinstance(r.get("loss"), (int, float))]
         return plot_loss([r["step"] for r in rows], [r["loss"] for r in rows], self.out_dir / "loss.png")
 
     def sampling_pipeline(self):
