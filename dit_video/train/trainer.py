@@ -162,7 +162,15 @@ class Trainer:
         if not self.cfg.data.shards:
             raise ValueError("data.shards is empty: give a directory or glob of webdataset .tar shards")
         # FileNotFoundError naming the pattern when nothing matches; ValueError for a command without data.allow_pipe
-        list_shards(self.cfg.data.shards, allow_pipe=self.cfg.data.allow_pipe)
+        shards = list_shards(self.cfg.data.shards, allow_pipe=self.cfg.data.allow_pipe)
+        if self.cfg.data.kind == "latents":  # latent shards of another VAE / text encoder: one clear error
+            from ..data.latents import check_latent_shards
+
+            v, c = self.cfg.vae, self.cfg.condition
+            hf = self.cfg.model.conditioning == "text" and c.text_encoder == "hf"
+            check_latent_shards(shards, vae_path=v.path if v.kind == "diffusers" else None,
+                                scaling_factor=v.scaling_factor, text_path=c.text_path if hf else None,
+                                max_length=c.max_length if hf else None)
 
     # ------------------------------------------------------------------ state
     def _rank_state(self) -> dict[str, Any]:
@@ -201,12 +209,18 @@ class Trainer:
     def _micro_step(self, batch: dict[str, Any], last: bool) -> tuple[torch.Tensor, dict[str, float], int]:
         from ..data import to_float
 
-        video = to_float(batch["video"].to(self.device)).float()
-        with torch.no_grad():
-            x0 = self.vae.encode(video).float()
         c = self.conditioner
+        pre: dict[str, Any] = {}
+        if "latents" in batch:  # data.kind=latents: no decoder, VAE or text encoder in the step
+            x0 = batch["latents"].to(self.device).float()
+            if not c.learned:
+                pre = {"text": batch.get("text"), "text_mask": batch.get("text_mask")}
+        else:
+            video = to_float(batch["video"].to(self.device)).float()
+            with torch.no_grad():
+                x0 = self.vae.encode(video).float()
         drop = c.dropout(x0.shape[0], self.cfg.diffusion.cfg_dropout, self.generators["dropout"])
-        kw = c.training_kwargs(list(batch["caption"]), drop)
+        kw = c.training_kwargs(list(batch["caption"]), drop, **pre)
         engine, dtype = self.engine, self.dtype
 
         def model_fn(x_t, t, cond_mask=None):
@@ -239,7 +253,7 @@ class Trainer:
             loss, logs, n_tokens = self._micro_step(batch, last=i == n - 1)
             losses.append(loss)
             tokens += n_tokens
-            clips += batch["video"].shape[0]
+            clips += len(batch["caption"])
             keys += list(batch.get("key", []))
             for k in ("mse", "t_mean", "cond_frac"):
                 if k in logs:

@@ -228,3 +228,34 @@ def test_manifest_refuses_another_vae(inputs, encoded, tmp_path):
     (tmp_path / "bare" / "00000.tar").write_bytes((out / "00000.tar").read_bytes())
     with pytest.raises(FileNotFoundError, match="no manifest.json"):
         make_loader(video_cfg(tmp_path / "bare", kind="latents"))
+
+
+def test_trainer_step_on_latent_shards_equals_online(inputs, encoded, tmp_path):
+    """Through the trainer (DeepSpeed engine, deterministic): the first step's loss on ``data.kind=latents``
+    equals the online step's (VAE and text encoder in the step) to float32 rounding (fp32 on disk), and a
+    recipe whose VAE did not make the shards is refused."""
+    from dit_video.train.config import load_train_config
+    from dit_video.train.trainer import Trainer
+
+    out, _ = encoded
+    common = ["model.in_channels=4", "model.num_frames=4", "model.sample_size=[8,8]", "model.patch_size=[1,2,2]",
+              "model.hidden_size=32", "model.depth=2", "model.num_heads=2", "model.conditioning=text",
+              "model.caption_channels=384", "condition.text_encoder=hf", f"condition.text_path={inputs['text']}",
+              "condition.max_length=12", "vae.kind=diffusers", f"vae.path={inputs['vae']}", "data.num_frames=4",
+              "data.size=16", "data.batch_size=2", "data.num_workers=0", "data.shuffle_buffer=0",
+              "data.random_crop=false", "data.random_start=false", "diffusion.cfg_dropout=0.0",
+              "train.deterministic=true", "train.threads=1", "train.progress=false", "train.steps=1",
+              "train.deepspeed=zero2_fp32", "optim.warmup_steps=0"]
+    losses = {}
+    for name, extra in (("online", [f"data.shards={inputs['src']}", "data.output_dtype=uint8"]),
+                        ("latents", [f"data.shards={out}", "data.kind=latents"])):
+        cfg = load_train_config(None, [*common, *extra, f"train.out_dir={tmp_path / name}"])
+        trainer = Trainer(cfg)
+        losses[name] = trainer.train_step(iter(trainer.loader))["loss"]
+    assert losses["online"] > 0 and abs(losses["online"] - losses["latents"]) <= 1e-5 * losses["online"], losses
+
+    other = tiny_vae(tmp_path / "other_vae", seed=1)
+    cfg = load_train_config(None, [*common, f"data.shards={out}", "data.kind=latents", f"vae.path={other}",
+                                   f"train.out_dir={tmp_path / 'refused'}"])
+    with pytest.raises(ValueError, match="were made by the VAE"):
+        Trainer(cfg)
