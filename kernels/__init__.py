@@ -9,7 +9,7 @@ See ``dispatch.py`` for how backends register and are chosen. This package impor
 from the rest of ``dit_video``.
 """
 
-from .dispatch import BACKENDS, BackendUnavailable, available, register, resolve, use_backend
+from .dispatch import BACKENDS, BackendUnavailable, available, current_backend, register, resolve, use_backend
 from .ops import adaln_modulate, attention, gated_residual_adaln, rope3d
 
 __all__ = [
@@ -18,6 +18,7 @@ __all__ = [
     "adaln_modulate",
     "attention",
     "available",
+    "current_backend",
     "gated_residual_adaln",
     "register",
     "resolve",

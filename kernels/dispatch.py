@@ -183,6 +183,11 @@ def available(op: str) -> dict[str, str | None]:
     return out
 
 
+def current_backend() -> str:
+    """The backend ``backend="auto"`` calls resolve to here (``"auto"`` unless inside :func:`use_backend`)."""
+    return _default_backend.get()
+
+
 @contextlib.contextmanager
 def use_backend(name: str) -> Iterator[None]:
     """Make ``backend="auto"`` calls inside the block use ``name`` (e.g. in tests)."""

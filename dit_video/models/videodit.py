@@ -11,10 +11,20 @@ Tokens stay ``[B, T', S, D]`` through the whole trunk. Both attention kinds read
 fused QKV projection ``[B, T', S, 3, H, Dh]``: the spatial view has batch dims (B, T') and
 sequence S, the temporal view batch dims (B, S) and sequence T'. No block transposes q, k, v or
 o itself; the fused kernels read the strided views and write o in token layout.
+
+Kernel backend: ``config.kernel_backend`` (or :meth:`VideoDiT.set_backend`) is applied to every
+fused op of a forward (and of its recomputation under gradient checkpointing) as a
+``dit_video.kernels.use_backend`` context; ``"auto"`` leaves the caller's context in charge.
+
+Sequence parallelism (:meth:`VideoDiT.set_sequence_parallel`, see ``dit_video.parallel.sequence``):
+this rank embeds only its latent frames, switches to a split by positions around each temporal
+block (``to_positions`` / ``to_frames``), or by heads inside full attention, and gathers the
+output along frames. Without it (the default) the model is a plain single-device module.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from functools import lru_cache
@@ -26,7 +36,7 @@ import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
 from ..config import VideoDiTConfig
-from ..kernels import adaln_modulate, attention, gated_residual_adaln, rope3d
+from ..kernels import adaln_modulate, attention, current_backend, gated_residual_adaln, rope3d, use_backend
 from .embeddings import (
     CaptionProjection,
     LabelEmbedder,
@@ -52,23 +62,26 @@ class SelfAttention(nn.Module):
         self.proj = nn.Linear(dim, dim)
         self.q_norm = nn.RMSNorm(dim // heads, eps=eps) if qk_norm else None
         self.k_norm = nn.RMSNorm(dim // heads, eps=eps) if qk_norm else None
-        self.backend = "auto"
 
-    def forward(self, h: torch.Tensor, kind: str, rope: tuple[torch.Tensor, torch.Tensor] | None) -> torch.Tensor:
+    def forward(self, h: torch.Tensor, kind: str, rope: tuple[torch.Tensor, torch.Tensor] | None,
+                sp=None) -> torch.Tensor:
         b, t, s, d = h.shape
         q, k, v = self.qkv(h).view(b, t, s, 3, self.heads, d // self.heads).unbind(3)  # views
         if self.q_norm is not None:
             q, k = self.q_norm(q), self.k_norm(k)
         if rope is not None:
-            q = rope3d(q, *rope, backend=self.backend)
-            k = rope3d(k, *rope, backend=self.backend)
+            q = rope3d(q, *rope)
+            k = rope3d(k, *rope)
         if kind == "spatial":  # batch (B, T'), sequence S
-            o = attention(q, k, v, backend=self.backend)
+            o = attention(q, k, v)
         elif kind == "temporal":  # batch (B, S), sequence T': strided views, no copies
-            o = attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), backend=self.backend)
+            o = attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2))
             o = o.transpose(1, 2)
-        else:  # full: one sequence of T'*S tokens (a view: T' and S are adjacent)
-            o = attention(q.flatten(1, 2), k.flatten(1, 2), v.flatten(1, 2), backend=self.backend)
+        elif sp is None:  # full: one sequence of T'*S tokens (a view: T' and S are adjacent)
+            o = attention(q.flatten(1, 2), k.flatten(1, 2), v.flatten(1, 2))
+        else:  # full, sequence parallel (Ulysses): every token, a share of the heads
+            q, k, v = (sp.seq_to_heads(x.flatten(1, 2)) for x in (q, k, v))
+            o = sp.heads_to_seq(attention(q, k, v))
         return self.proj(o.reshape(b, t, s, d))
 
 
@@ -81,7 +94,6 @@ class CrossAttention(nn.Module):
         self.q = nn.Linear(dim, dim)
         self.kv = nn.Linear(dim, 2 * dim)
         self.proj = nn.Linear(dim, dim)
-        self.backend = "auto"
 
     def forward(self, x: torch.Tensor, text: torch.Tensor, text_mask: torch.Tensor | None) -> torch.Tensor:
         b, t, s, d = x.shape
@@ -89,7 +101,7 @@ class CrossAttention(nn.Module):
         q = self.q(x).view(b, t, s, self.heads, hd)
         k, v = self.kv(text).view(b, 1, text.shape[1], 2, self.heads, hd).unbind(3)  # [B, 1, L, H, Dh]
         mask = None if text_mask is None else text_mask[:, None, :]
-        o = attention(q, k, v, key_padding_mask=mask, backend=self.backend)
+        o = attention(q, k, v, key_padding_mask=mask)
         return self.proj(o.reshape(b, t, s, d))
 
 
@@ -119,7 +131,6 @@ class VideoDiTBlock(nn.Module):
             self.scale_shift_table = nn.Parameter(torch.randn(6, d) / d**0.5)
         else:  # DiT adaLN-Zero: a per-block projection of the conditioning vector
             self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(d, 6 * d))
-        self.backend = "auto"
 
     def modulation(self, c: torch.Tensor) -> list[torch.Tensor]:
         if self.single:  # c is the shared 6D vector [B, (T',) 6D]
@@ -128,19 +139,18 @@ class VideoDiTBlock(nn.Module):
             m = self.adaLN_modulation(c).unflatten(-1, (6, -1))
         return list(m.unbind(-2))
 
-    def forward(self, x: torch.Tensor, c: torch.Tensor, rope=None, text=None, text_mask=None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, c: torch.Tensor, rope=None, text=None, text_mask=None, sp=None) -> torch.Tensor:
         shift1, scale1, gate1, shift2, scale2, gate2 = self.modulation(c)
-        h = adaln_modulate(x, shift1, scale1, eps=self.eps, backend=self.backend)
-        y = self.attn(h, self.kind, rope)
+        h = adaln_modulate(x, shift1, scale1, eps=self.eps)
+        y = self.attn(h, self.kind, rope, sp)
         if self.cross is not None:
             r = x + _bcast(gate1, x) * y
             # No caption is the null condition: like an all-masked caption, attention gives o = 0,
             # so the cross-attention output is the projection's bias.
             yc = self.cross(r, text, text_mask) if text is not None else self.cross.proj.bias.expand_as(r)
-            x, h = gated_residual_adaln(r, yc, torch.ones_like(gate1), shift2, scale2, eps=self.eps,
-                                        backend=self.backend)
+            x, h = gated_residual_adaln(r, yc, torch.ones_like(gate1), shift2, scale2, eps=self.eps)
         else:
-            x, h = gated_residual_adaln(x, y, gate1, shift2, scale2, eps=self.eps, backend=self.backend)
+            x, h = gated_residual_adaln(x, y, gate1, shift2, scale2, eps=self.eps)
         return x + _bcast(gate2, x) * self.mlp(h)
 
 
@@ -170,9 +180,9 @@ class VideoDiT(nn.Module):
             self.final_adaLN = nn.Sequential(nn.SiLU(), nn.Linear(d, 2 * d))
         pt, ph, pw = cfg.patch_size
         self.final_linear = nn.Linear(d, pt * ph * pw * cfg.out_dim)
-        self.backend = cfg.kernel_backend
+        self.kernel_backend = cfg.kernel_backend
+        self.sequence_parallel = None  # a dit_video.parallel.SequenceParallel, or None
         self.initialize_weights()
-        self.set_backend(cfg.kernel_backend)
 
     # ----------------------------------------------------------------------------- setup
     def initialize_weights(self) -> None:
@@ -204,9 +214,16 @@ class VideoDiT(nn.Module):
 
     def set_backend(self, name: str) -> VideoDiT:
         """Kernel backend for every fused op in the model ('auto', 'torch', 'triton', 'cpu', ...)."""
-        for m in self.modules():
-            if hasattr(m, "backend"):
-                m.backend = name
+        from ..config import _CHOICES
+
+        if name not in _CHOICES["kernel_backend"]:
+            raise ValueError(f"unknown kernel backend {name!r}; expected one of {_CHOICES['kernel_backend']}")
+        self.kernel_backend = name
+        return self
+
+    def set_sequence_parallel(self, sp) -> VideoDiT:
+        """Share each clip with the other ranks of ``sp`` (a ``dit_video.parallel.SequenceParallel``; None: off)."""
+        self.sequence_parallel = sp if sp is not None and sp.size > 1 else None
         return self
 
     def num_parameters(self) -> int:
@@ -274,19 +291,29 @@ class VideoDiT(nn.Module):
                 text_mask: torch.Tensor | None = None, labels: torch.Tensor | None = None,
                 cond_mask: torch.Tensor | None = None) -> torch.Tensor:
         self._validate(x, timestep, text, text_mask, labels, cond_mask)
+        with use_backend(self.kernel_backend) if self.kernel_backend != "auto" else contextlib.nullcontext():
+            return self._forward(x, timestep, text, text_mask, labels, cond_mask)
+
+    def _forward(self, x, timestep, text, text_mask, labels, cond_mask) -> torch.Tensor:
         cfg = self.config
         b, _, t, h, w = x.shape
         pt, ph, pw = cfg.patch_size
         grid = (t // pt, h // ph, w // pw)
         spatial_pos, temporal_pos, rope = self._positions(grid, x.device)
+        sp = self.sequence_parallel
+        frames = positions = slice(None)  # this rank's latent frames / positions: all of them without SP
+        if sp is not None:
+            sp.check(grid, cfg.num_heads, cfg.attention)
+            frames, positions = sp.frames(grid[0]), sp.positions(grid[1] * grid[2])
+            x = x[:, :, frames.start * pt: frames.stop * pt]
 
-        tokens = self.x_embedder(x)  # [B, T', S, D]
+        tokens = self.x_embedder(x)  # [B, T', S, D] (T'/N frames with SP)
         if spatial_pos is not None:
             tokens = tokens + spatial_pos.to(tokens.dtype)
             if cfg.attention == "full" or cfg.temporal_position == "input":
-                tokens = tokens + temporal_pos.to(tokens.dtype)[:, None]
+                tokens = tokens + temporal_pos[frames].to(tokens.dtype)[:, None]
 
-        c = self.t_embedder(self._frame_timesteps(timestep, b, t, cond_mask))  # [B, D] or [B, T', D]
+        c = self.t_embedder(self._frame_timesteps(timestep, b, t, cond_mask))  # [B, D] or [B, T', D] (all frames)
         if self.y_embedder is not None:
             y = self.y_embedder(labels)
             c = c + (y if c.dim() == 2 else y[:, None])
@@ -296,24 +323,42 @@ class VideoDiT(nn.Module):
             if text_mask is not None:
                 text_mask = text_mask.to(torch.bool)
 
+        def in_frames(m):  # per-frame modulation of this rank's frames
+            return m if m.dim() == 2 else m[:, frames]
+
         first_temporal = True
         for blk in self.blocks:
-            if blk.kind == "temporal" and first_temporal and temporal_pos is not None \
-                    and cfg.temporal_position == "first_temporal":
-                tokens = tokens + temporal_pos.to(tokens.dtype)[:, None]  # Latte: once, before the 1st
-            first_temporal = first_temporal and blk.kind != "temporal"
-            if cfg.gradient_checkpointing and self.training and torch.is_grad_enabled():
-                tokens = checkpoint(blk, tokens, block_c, rope, text, text_mask, use_reentrant=False)
-            else:
-                tokens = blk(tokens, block_c, rope, text, text_mask)
+            temporal = blk.kind == "temporal"
+            if temporal and first_temporal and temporal_pos is not None and cfg.temporal_position == "first_temporal":
+                tokens = tokens + temporal_pos[frames].to(tokens.dtype)[:, None]  # Latte: once, before the 1st
+            first_temporal = first_temporal and not temporal
+            if sp is not None and temporal:  # DSP: all frames of this rank's positions
+                tokens = sp.to_positions(tokens)
+            r = None if rope is None else tuple((tab[:, positions] if temporal else tab[frames]).contiguous()
+                                                 for tab in rope)
+            tokens = self._block(blk, tokens, block_c if temporal else in_frames(block_c), r, text, text_mask, sp)
+            if sp is not None and temporal:
+                tokens = sp.to_frames(tokens)
 
+        cf = in_frames(c)
         if hasattr(self, "final_adaLN"):
-            shift, scale = self.final_adaLN(c).chunk(2, dim=-1)
+            shift, scale = self.final_adaLN(cf).chunk(2, dim=-1)
         else:
-            shift, scale = (self.final_scale_shift_table + c.unsqueeze(-2)).unbind(-2)
-        tokens = adaln_modulate(tokens, shift, scale, eps=cfg.norm_eps, backend=self.backend)
-        out = self.final_linear(tokens)
-        return unpatchify(out, cfg.out_dim, grid, (pt, ph, pw))
+            shift, scale = (self.final_scale_shift_table + cf.unsqueeze(-2)).unbind(-2)
+        tokens = adaln_modulate(tokens, shift, scale, eps=cfg.norm_eps)
+        out = unpatchify(self.final_linear(tokens), cfg.out_dim, (tokens.shape[1], grid[1], grid[2]), (pt, ph, pw))
+        return out if sp is None else sp.gather_frames(out, dim=2)
+
+    def _block(self, blk: VideoDiTBlock, tokens, c, rope, text, text_mask, sp) -> torch.Tensor:
+        if not (self.config.gradient_checkpointing and self.training and torch.is_grad_enabled()):
+            return blk(tokens, c, rope, text, text_mask, sp)
+        backend = current_backend()  # the recomputation in backward runs outside forward's context
+
+        def run(tokens, c, rope, text, text_mask):
+            with use_backend(backend):
+                return blk(tokens, c, rope, text, text_mask, sp)
+
+        return checkpoint(run, tokens, c, rope, text, text_mask, use_reentrant=False)
 
     # ----------------------------------------------------------------------------- weights
     def save_pretrained(self, directory: str | os.PathLike) -> None:

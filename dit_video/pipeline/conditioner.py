@@ -149,11 +149,17 @@ class Conditioner:
         return 1
 
     # ------------------------------------------------------------------ model kwargs
-    def dropout(self, batch: int, p: float, generator: torch.Generator | None) -> torch.Tensor | None:
-        """bool [batch]: which samples get the null condition (classifier-free guidance training), or None."""
+    def dropout(self, batch: int, p: float, generator: torch.Generator | None,
+                batch_slice: tuple[int, int] | None = None) -> torch.Tensor | None:
+        """bool [batch]: which samples get the null condition (classifier-free guidance training), or None.
+
+        ``batch_slice=(global_batch, offset)``: drawn for the global batch and sliced (see
+        ``Diffusion.training_loss``), so a clip's dropout does not depend on the number of ranks.
+        """
         if p <= 0 or self.kind == "none":
             return None
-        return (torch.rand(batch, generator=generator) < p).to(self.device)
+        gb, lo = (batch, 0) if batch_slice is None else batch_slice
+        return (torch.rand(gb, generator=generator)[lo:lo + batch] < p).to(self.device)
 
     def training_kwargs(self, captions: list[str], drop: torch.Tensor | None = None,
                         text: torch.Tensor | None = None, text_mask: torch.Tensor | None = None) -> dict[str, Any]:
