@@ -80,7 +80,8 @@ class DataConfig:
     strict_decode: bool = True  # skip clips whose decoder reports damaged frames (counted as corrupt_frames)
     epochs: int | None = None  # None: stream forever (epochs advance automatically); N: stop after N epochs
     decode_threads: int = 1  # decoder threads per worker
-    output_dtype: str = "float32"  # "uint8": video stays in [0, 255] (4x fewer bytes); normalize on the device
+    output_dtype: str = "uint8"  # video in [0, 255] (4x fewer bytes than float32); to_float / the trainer
+    # normalise on the device. "float32": [-1, 1] from the workers
     pin_memory: bool = False
     prefetch_factor: int = 2  # batches prefetched per worker
     allow_pipe: bool = False  # allow pipe: commands and remote URLs in `shards` (they run subprocesses)

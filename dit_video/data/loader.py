@@ -38,8 +38,9 @@ class WorkerDiedError(RuntimeError):
 
 
 class VideoLoader:
-    """Iterable of ``{"video": float32 [B, C, T, H, W] in [-1, 1], "caption": [str], "key": [str]}``
-    (uint8 in [0, 255] with ``output_dtype="uint8"``; :func:`dit_video.data.to_float` converts), or with
+    """Iterable of ``{"video": uint8 [B, C, T, H, W] in [0, 255], "caption": [str], "key": [str]}``
+    (:func:`dit_video.data.to_float` makes it float32 in [-1, 1] on its device; ``output_dtype="float32"``
+    has the workers do it), or with
     ``kind="latents"`` of ``{"latents", "text", "text_mask", "caption", "key"}`` (see
     :mod:`dit_video.data.latents`). ``video`` is ``torch.channels_last_3d`` in memory (channels
     fastest), which saves a transposing copy per clip; ``.to(device)`` keeps that layout and Conv3d

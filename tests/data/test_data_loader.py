@@ -54,7 +54,7 @@ def test_round_trip_folder_to_batches(tmp_path):
         h, w = sizes[os.path.splitext(os.path.basename(meta["source"]))[0]]
         assert (meta["height"], meta["width"], meta["frames"], meta["fps"]) == (h, w, 7, 8.0)
 
-    loader = make_loader(cfg_for(out, size=16, num_frames=4, batch_size=3))
+    loader = make_loader(cfg_for(out, size=16, num_frames=4, batch_size=3, output_dtype="float32"))
     batches = drain(loader)
     assert [b["video"].shape for b in batches] == [(3, 3, 4, 16, 16), (1, 3, 4, 16, 16)]
     seen = {}
@@ -324,7 +324,7 @@ def test_target_fps_picks_the_right_source_frames(shard_of, tmp_path):
     shard_of("00000.tar", [("ramp", {"mp4": codec_mod.encode_mp4(frames, fps=24), "txt": "ramp"})])
     for fps, stride, want in [(8.0, 1, [0, 3, 6, 9]), (None, 2, [0, 2, 4, 6])]:
         cfg = cfg_for(tmp_path / "shards", fps=fps, frame_stride=stride, num_frames=4, size=32, random_start=True,
-                      seed=11)
+                      seed=11, output_dtype="float32")
         (batch,) = drain(make_loader(cfg))
         levels = ((batch["video"][0].mean(dim=(0, 2, 3)) + 1) * 127.5 / 10).numpy()
         steps = np.diff(levels)
@@ -353,13 +353,13 @@ def test_resampled_stream_is_seeded_and_endless(shard_of, tmp_path):
     assert head + take(resumed, 5) == a
 
 
-def test_uint8_output_matches_float_output(shard_of, tmp_path):
+def test_uint8_default_matches_float_output(shard_of, tmp_path):
     from dit_video.data import to_float
 
     _numbered_shards(shard_of, 1, 3, h=24, w=40)
     kw = dict(random_crop=True, random_start=True, seed=2, size=16, batch_size=3)
-    (f,) = drain(make_loader(cfg_for(tmp_path / "shards", **kw)))
-    (u,) = drain(make_loader(cfg_for(tmp_path / "shards", output_dtype="uint8", **kw)))
+    (f,) = drain(make_loader(cfg_for(tmp_path / "shards", output_dtype="float32", **kw)))
+    (u,) = drain(make_loader(cfg_for(tmp_path / "shards", **kw)))  # the default: uint8
     assert u["video"].dtype == torch.uint8 and u["key"] == f["key"]
     assert torch.allclose(to_float(u["video"]), f["video"], atol=1e-6)
 

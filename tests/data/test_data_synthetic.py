@@ -21,7 +21,7 @@ def test_easy_clips_show_the_captioned_colour_moving_the_captioned_way(tmp_path)
     paths = write_synthetic_shards(str(tmp_path / "syn"), 24, size=32, num_frames=8, samples_per_shard=10, **EASY)
     assert [os.path.basename(p) for p in paths] == ["00000.tar", "00001.tar", "00002.tar"]
     cfg = DataConfig(shards=str(tmp_path / "syn"), num_frames=8, size=32, batch_size=8, num_workers=0,
-                     shuffle_buffer=0, epochs=1, random_crop=False, random_start=False)
+                     shuffle_buffer=0, epochs=1, random_crop=False, random_start=False, output_dtype="float32")
     n = 0
     for batch in make_loader(cfg):
         video = ((batch["video"].permute(0, 2, 3, 4, 1) + 1) * 127.5).numpy()  # [B, T, H, W, 3]
