@@ -269,13 +269,14 @@ def run_latents(quick: bool = False) -> list[dict]:
     """encode-shards clips/s and a training step on latent shards vs online encoding (same process)."""
     import torch
 
+    from dit_video.commands.encode_shards import load_models
     from dit_video.config import VideoDiTConfig
     from dit_video.data import DataConfig, make_loader
+    from dit_video.data.encode import EncodeConfig, encode_shards
     from dit_video.data.latents import step_inputs
     from dit_video.diffusion import build_diffusion
     from dit_video.diffusion.config import DiffusionConfig
     from dit_video.encoders import DiffusersVAE, HFTextEncoder
-    from dit_video.encoders.encode_shards import EncodeConfig, encode_shards
     from dit_video.models import VideoDiT
 
     text_dir = _minilm()
@@ -290,7 +291,7 @@ def run_latents(quick: bool = False) -> list[dict]:
             vae_dir = _tiny_vae(os.path.join(tmp, "vae"))
             cfg = EncodeConfig(shards=src, out=out, vae=vae_dir, text_encoder=text_dir, max_length=16,
                                num_frames=frames, size=size, batch_size=4, dtype="bf16", decode_timeout_s=60)
-            s = encode_shards(cfg, progress=False)
+            s = encode_shards(cfg, load_models, progress=False)
             rows.append({"bench": "encode_shards", "clips": s["clips"], "seconds": s["seconds"],
                          "clips_per_s": s["clips_per_s"], "clip": f"{frames}x{size}x{size}", "dtype": "bf16",
                          "vae": "AutoencoderKL (16, 32, 32) channels, random", "text_encoder": "MiniLM-L6"

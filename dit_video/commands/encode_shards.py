@@ -2,13 +2,24 @@
 
 The VAE posterior (mean and std, normalised as training sees it) and the caption's text states are
 computed once, so that training on ``data.kind=latents`` runs no decoder, VAE or text encoder in
-the step. See :mod:`dit_video.encoders.encode_shards` (layout, resuming, ranks) and
+the step. See :mod:`dit_video.data.encode` (layout, resuming, ranks) and
 :mod:`dit_video.data.latents` (the members, the manifest).
 """
 
 from __future__ import annotations
 
 import argparse
+from typing import Any
+
+
+def load_models(cfg: Any) -> tuple[Any, Any]:
+    """The encoders of an :class:`dit_video.data.encode.EncodeConfig`: a diffusers VAE and, if named, a frozen
+    Hugging Face text encoder, from local directories (module-level: worker processes receive it by name)."""
+    from ..encoders import DiffusersVAE, HFTextEncoder
+
+    vae = DiffusersVAE.from_local(cfg.vae, device=cfg.device)
+    text = HFTextEncoder.from_local(cfg.text_encoder, cfg.max_length, device=cfg.device) if cfg.text_encoder else None
+    return vae, text
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -33,14 +44,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..data.buckets import parse_buckets
-    from ..encoders.encode_shards import EncodeConfig, encode_shards
+    from ..data.encode import EncodeConfig, encode_shards
 
     cfg = EncodeConfig(shards=args.shards, out=args.out, vae=args.vae, text_encoder=args.text_encoder,
                        max_length=args.max_length, num_frames=args.frames, frame_stride=args.frame_stride,
                        fps=args.fps, size=args.size, buckets=parse_buckets(args.buckets) if args.buckets else [],
                        batch_size=args.batch_size, dtype=args.dtype, workers=args.workers, threads=args.threads,
                        device=args.device, decode_timeout_s=args.decode_timeout, allow_pipe=args.allow_pipe)
-    s = encode_shards(cfg)
+    s = encode_shards(cfg, load_models)
     skipped = {k: v for k, v in s["counters"].items() if k.startswith("skipped/")}
     print(f"rank {s['rank']}/{s['world_size']}: encoded {s['encoded']} shard(s) ({s['skipped_complete']} already "
           f"complete), {s['clips']} clips in {s['seconds']:.1f}s ({s['clips_per_s']:.2f} clips/s); "

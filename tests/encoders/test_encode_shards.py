@@ -12,12 +12,13 @@ import numpy as np
 import pytest
 import torch
 
+from dit_video.commands.encode_shards import load_models
 from dit_video.data import DataConfig, make_loader
 from dit_video.data import codec as codec_mod
+from dit_video.data.encode import EncodeConfig, Encoder, encode_shards
 from dit_video.data.latents import check_latent_shards, step_inputs
 from dit_video.data.writer import write_shard
 from dit_video.encoders import DiffusersVAE, HFTextEncoder
-from dit_video.encoders.encode_shards import EncodeConfig, Encoder, encode_shards
 
 diffusers = pytest.importorskip("diffusers")
 
@@ -76,7 +77,7 @@ def video_cfg(shards, **kw) -> DataConfig:
 @pytest.fixture(scope="module")
 def encoded(inputs):
     out = inputs["root"] / "latents_fp32"
-    summary = encode_shards(encode_cfg(inputs, out), progress=False)
+    summary = encode_shards(encode_cfg(inputs, out), load_models, progress=False)
     return out, summary
 
 
@@ -120,7 +121,7 @@ def test_latent_shards_match_online_encoding(inputs, encoded):
 
 def test_bf16_on_disk_is_one_rounding_of_the_online_latents(inputs, tmp_path):
     out = tmp_path / "bf16"
-    encode_shards(encode_cfg(inputs, out, dtype="bf16", text_encoder=None), progress=False)
+    encode_shards(encode_cfg(inputs, out, dtype="bf16", text_encoder=None), load_models, progress=False)
     online = _online(inputs)
     for batch in make_loader(video_cfg(out, kind="latents")):
         assert batch["text"] is None and batch["text_mask"] is None
@@ -175,18 +176,18 @@ def test_resume_continues_where_a_killed_run_stopped(inputs, tmp_path, monkeypat
 
     monkeypatch.setattr(Encoder, "encode_shard", killed_after_one)
     with pytest.raises(KeyboardInterrupt):
-        encode_shards(encode_cfg(inputs, out, text_encoder=None), progress=False)
+        encode_shards(encode_cfg(inputs, out, text_encoder=None), load_models, progress=False)
     first = (out / "00000.tar").read_bytes()
     assert not (out / "00001_stats.json").exists()
     monkeypatch.setattr(Encoder, "encode_shard", real)
-    summary = encode_shards(encode_cfg(inputs, out, text_encoder=None), progress=False)
+    summary = encode_shards(encode_cfg(inputs, out, text_encoder=None), load_models, progress=False)
     assert (summary["encoded"], summary["skipped_complete"], summary["clips"]) == (2, 1, 9)
     assert (out / "00000.tar").read_bytes() == first
     keys = sorted(k for b in make_loader(video_cfg(out, kind="latents")) for k in b["key"])
     assert len(keys) == 14
 
     with pytest.raises(ValueError, match="written for other inputs"):  # a resumed run must be the same run
-        encode_shards(encode_cfg(inputs, out, text_encoder=None, size=8), progress=False)
+        encode_shards(encode_cfg(inputs, out, text_encoder=None, size=8), load_models, progress=False)
 
 
 def test_ranks_split_the_shards(inputs, tmp_path, monkeypatch):
@@ -195,7 +196,7 @@ def test_ranks_split_the_shards(inputs, tmp_path, monkeypatch):
     for rank in (0, 1):
         monkeypatch.setenv("RANK", str(rank))
         monkeypatch.setenv("WORLD_SIZE", "2")
-        s = encode_shards(encode_cfg(inputs, out, text_encoder=None), progress=False)
+        s = encode_shards(encode_cfg(inputs, out, text_encoder=None), load_models, progress=False)
         got.append((s["shards"], s["clips"]))
     assert got == [(2, 10), (1, 4)]  # rank 0: shards 0 and 2, rank 1: shard 1 (with the zero-byte clip)
     assert sorted(p.name for p in out.glob("*.tar")) == ["00000.tar", "00001.tar", "00002.tar"]
@@ -205,7 +206,7 @@ def test_ranks_split_the_shards(inputs, tmp_path, monkeypatch):
 def test_worker_processes_write_the_same_shards(inputs, encoded, tmp_path):
     out, _ = encoded
     par = tmp_path / "workers"
-    s = encode_shards(encode_cfg(inputs, par, workers=2), progress=False)
+    s = encode_shards(encode_cfg(inputs, par, workers=2), load_models, progress=False)
     assert s["clips"] == 14
     for name in ("00000.tar", "00001.tar", "00002.tar"):
         assert (par / name).read_bytes() == (out / name).read_bytes()

@@ -1,5 +1,11 @@
 """``encode_shards``: video shards -> latent shards (VAE posterior + text states), for ``data.kind: latents``.
 
+The encoders come from the caller (``models(cfg) -> (vae, text_encoder or None)``: objects with
+:class:`dit_video.encoders.VAE`'s ``encode_posterior`` and :class:`dit_video.encoders.TextEncoder`'s
+``encode``), so that this data-layer module imports no encoder code; ``dit-video encode-shards``
+passes :func:`dit_video.commands.encode_shards.load_models`. With worker processes it must be a
+module-level function (it is sent to them by name).
+
 Each input shard ``i`` of the (sorted) shard list becomes ``OUT/{i:05d}.tar`` + ``{i:05d}_stats.json``
 (the layout and members are described in :mod:`dit_video.data.latents`). Clips are read with the
 loader's tar reader (time limits, member cap, checked names), decoded in the time-limited sandbox,
@@ -23,6 +29,7 @@ import json
 import logging
 import os
 import time
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -30,14 +37,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..data import buckets as bucketing
-from ..data import codec, tarreader
-from ..data.latents import DTYPES, FORMAT, VERSION, fingerprint_dir, write_manifest
-from ..data.pipeline import VIDEO_EXTS, VideoStream, _rng, caption_of, json_of
-from ..data.sandbox import DecodeSandbox
-from ..data.shardlist import list_shards
-from ..data.stats import Counters, merge
-from ..data.writer import WRITER, write_shard
+from . import buckets as bucketing
+from . import codec, tarreader
+from .latents import DTYPES, FORMAT, VERSION, fingerprint_dir, write_manifest
+from .pipeline import VIDEO_EXTS, VideoStream, _rng, caption_of, json_of
+from .sandbox import DecodeSandbox
+from .shardlist import list_shards
+from .stats import Counters, merge
+from .writer import WRITER, write_shard
 
 log = logging.getLogger(__name__)
 
@@ -110,17 +117,16 @@ def manifest_for(cfg: EncodeConfig, shards: list[str], vae: Any, text: Any) -> d
     return m
 
 
+Models = Callable[[EncodeConfig], tuple[Any, Any]]  # cfg -> (vae, text encoder or None)
+
+
 class Encoder:
     """The VAE and text encoder of one worker process, and the per-shard work."""
 
-    def __init__(self, cfg: EncodeConfig) -> None:
-        from . import DiffusersVAE, HFTextEncoder
-
+    def __init__(self, cfg: EncodeConfig, models: Models) -> None:
         torch.set_num_threads(cfg.threads)
         self.cfg = cfg
-        self.vae = DiffusersVAE.from_local(cfg.vae, device=cfg.device)
-        self.text = (HFTextEncoder.from_local(cfg.text_encoder, cfg.max_length, device=cfg.device)
-                     if cfg.text_encoder else None)
+        self.vae, self.text = models(cfg)
         self.buckets = _buckets(cfg)
         sd = self.vae.spatial_downsample
         shapes = [(b.height, b.width) for b in self.buckets] or [(cfg.size, cfg.size)]
@@ -233,9 +239,9 @@ def is_complete(out: str, index: int) -> bool:
 _worker: Encoder | None = None
 
 
-def _init_worker(cfg_dict: dict) -> None:
+def _init_worker(cfg_dict: dict, models: Models) -> None:
     global _worker
-    _worker = Encoder(EncodeConfig(**cfg_dict))
+    _worker = Encoder(EncodeConfig(**cfg_dict), models)
 
 
 def _run(args: tuple) -> dict:
@@ -243,17 +249,17 @@ def _run(args: tuple) -> dict:
     return _worker.encode_shard(index, url, out)
 
 
-def encode_shards(cfg: EncodeConfig, *, rank: int | None = None, world_size: int | None = None,
+def encode_shards(cfg: EncodeConfig, models: Models, *, rank: int | None = None, world_size: int | None = None,
                   progress: bool = True) -> dict[str, Any]:
-    """Encode this rank's share of ``cfg.shards`` into ``cfg.out``; returns a summary (shards, clips,
-    failures by reason, clips/s). See the module docstring."""
+    """Encode this rank's share of ``cfg.shards`` into ``cfg.out`` with the encoders ``models(cfg)`` returns;
+    returns a summary (shards, clips, failures by reason, clips/s). See the module docstring."""
     rank = int(os.environ.get("RANK", 0)) if rank is None else rank
     world_size = int(os.environ.get("WORLD_SIZE", 1)) if world_size is None else world_size
     if not 0 <= rank < world_size:
         raise ValueError(f"rank {rank} is not in [0, world_size={world_size})")
     shards = list_shards(cfg.shards, allow_pipe=cfg.allow_pipe)
     os.makedirs(cfg.out, exist_ok=True)
-    main = Encoder(cfg)  # loads the models here first: errors (paths, sizes) before any worker starts
+    main = Encoder(cfg, models)  # loads the models here first: errors (paths, sizes) before any worker starts
     write_manifest(cfg.out, manifest_for(cfg, shards, main.vae, main.text))
     mine = [(i, shards[i], cfg.out) for i in range(rank, len(shards), world_size)]
     todo = [job for job in mine if not is_complete(cfg.out, job[0])]
@@ -272,7 +278,7 @@ def encode_shards(cfg: EncodeConfig, *, rank: int | None = None, world_size: int
             import multiprocessing
 
             pool = ProcessPoolExecutor(min(cfg.workers, len(todo)), mp_context=multiprocessing.get_context("spawn"),
-                                       initializer=_init_worker, initargs=(asdict(cfg),))
+                                       initializer=_init_worker, initargs=(asdict(cfg), models))
             it = pool.map(_run, todo)
         for stats in it:
             results.append(stats)
