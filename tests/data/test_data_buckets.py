@@ -199,3 +199,15 @@ def test_ring_never_overwrites_a_batch_still_held(shard_of, tmp_path):
     for b in held + hoard:
         check(b, b["video"])
     del it
+
+
+def test_bucketed_ranks_cover_the_shards_once(mixed_shards):
+    """Two ranks x two workers with buckets: disjoint, and together every clip that fits a bucket, once."""
+    shards, sizes = mixed_shards
+    seen = []
+    for rank in range(2):
+        cfg = cfg_for(shards, buckets=bk.parse_buckets(BUCKETS), num_workers=2, shuffle_buffer=4, seed=3)
+        loader = make_loader(cfg, rank=rank, world_size=2)
+        seen.append([k for b in loader for k in b["key"]])
+    fits = {k for k, (t, h, w) in sizes.items() if min(h, w) >= 12}  # the 10x10 sources fit no bucket
+    assert set(seen[0]).isdisjoint(seen[1]) and sorted(seen[0] + seen[1]) == sorted(fits)

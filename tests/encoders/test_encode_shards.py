@@ -260,3 +260,34 @@ def test_trainer_step_on_latent_shards_equals_online(inputs, encoded, tmp_path):
                                    f"train.out_dir={tmp_path / 'refused'}"])
     with pytest.raises(ValueError, match="were made by the VAE"):
         Trainer(cfg)
+
+
+def test_bucketed_latent_shards(inputs, tmp_path):
+    """encode-shards --buckets: each clip encoded at its bucket's size; the latent loader batches one latent shape
+    at a time, with the bucket rule's batch sizes, and counts the buckets."""
+    from dit_video.data.buckets import parse_buckets
+
+    rng = np.random.default_rng(5)
+    src = tmp_path / "mixed"
+    src.mkdir()
+    sizes = [(6, 16, 16), (6, 16, 32), (3, 16, 16)]
+    for s in range(2):
+        samples = [(f"m{s}_{i}", {"mp4": codec_mod.encode_mp4(rng.integers(0, 256, (t, h, w, 3), dtype=np.uint8), 8),
+                                  "txt": "x"}) for i, (t, h, w) in enumerate(sizes * 2)]
+        write_shard(str(src / f"{s:05d}.tar"), samples)
+    spec = "4x16x16,4x16x32,2x16x16"
+    out = tmp_path / "latents"
+    s = encode_shards(encode_cfg(inputs, out, shards=str(src), buckets=parse_buckets(spec), text_encoder=None),
+                      load_models, progress=False)
+    assert s["clips"] == 12
+    cfg = video_cfg(out, kind="latents", buckets=parse_buckets(spec), batch_size=2, num_frames=4, size=16)
+    loader = make_loader(cfg)
+    shapes = {}
+    for batch in loader:
+        shape = tuple(batch["latents"].shape[1:])
+        shapes[shape] = shapes.get(shape, 0) + len(batch["key"])
+        want_bs = {(4, 4, 8, 8): 2, (4, 4, 8, 16): 1, (4, 2, 8, 8): 4}[shape]  # pixels per batch ~ 2 x 4x16x16
+        assert len(batch["key"]) <= want_bs
+    assert shapes == {(4, 4, 8, 8): 4, (4, 4, 8, 16): 4, (4, 2, 8, 8): 4}
+    assert {k: v for k, v in loader.stats().items() if k.startswith("bucket/")} == {
+        "bucket/4x16x16": 4, "bucket/4x16x32": 4, "bucket/2x16x16": 4}
