@@ -337,6 +337,48 @@ def save(engine, ckpt_dir: Path, step: int, client_state: dict[str, Any], rank_s
     return tag_dir
 
 
+# ---------------------------------------------------------------------------------------------- other world sizes
+UNIVERSAL_DIR = "universal"
+
+
+def saved_world_size(tag_dir: Path) -> int:
+    """The number of ranks that wrote a complete tag (from its marker)."""
+    return int(read_marker(tag_dir).get("world_size", 1))
+
+
+def prepare_universal(tag_dir: Path) -> Path:
+    """Convert a tag to DeepSpeed's universal checkpoint format, loadable by any number of ranks (rank 0 only).
+
+    ``ds_to_universal`` merges each parameter's fp32 master and Adam moments from all ZeRO partitions into
+    ``<checkpoints>/universal/<tag>/zero/<param>/{fp32,exp_avg,exp_avg_sq,step}.pt``; the tag's model
+    states (LR schedule, step counters), EMA, recipe and rank 0's trainer state are copied beside them.
+    The source is scanned first (the converter unpickles with ``weights_only=False``), the output after.
+    """
+    import subprocess
+    import sys
+
+    verify(tag_dir)
+    out = tag_dir.parent / UNIVERSAL_DIR / tag_dir.name
+    if out.exists():
+        shutil.rmtree(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    cmd = [sys.executable, "-m", "deepspeed.checkpoint.ds_to_universal", "--input_folder", str(tag_dir),
+           "--output_folder", str(out), "--inject_missing_state", "--num_extract_workers", "1",
+           "--num_merge_workers", "1"]
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    if r.returncode != 0:
+        tail = " ".join((r.stderr or r.stdout).strip().splitlines()[-2:])[-500:]
+        raise CheckpointError(f"converting {tag_dir} to a universal checkpoint (to resume on another number of "
+                              f"ranks) failed: {tail}")
+    for f in tag_dir.iterdir():
+        if f.is_file() and (f.name.startswith("mp_rank_") or f.name in (EMA_FILE, CONFIG_FILE, "trainer_rank0.pt")):
+            shutil.copy2(f, out / f.name)
+    scan_tag(out)
+    log.warning("checkpoint %s was written by %d rank(s): converted to a universal checkpoint in %s to resume on "
+                "another number of ranks", tag_dir, saved_world_size(tag_dir), out)
+    return out
+
+
 # ---------------------------------------------------------------------------------------------- reading
 def load(engine, tag_dir: Path, rank: int) -> tuple[dict[str, Any], dict[str, Any]]:
     """Load a complete, verified tag on every rank; returns (client_state, this rank's state)."""
@@ -346,8 +388,10 @@ def load(engine, tag_dir: Path, rank: int) -> tuple[dict[str, Any], dict[str, An
     if path is None:
         raise FileNotFoundError(f"DeepSpeed could not load checkpoint {tag_dir}")
     own = tag_dir / f"trainer_rank{rank}.pt"
+    if not own.is_file():  # a universal checkpoint (another world size): rank 0's state serves every rank
+        own = tag_dir / "trainer_rank0.pt"
     if not own.is_file():
-        raise FileNotFoundError(f"{own} missing: the checkpoint was written by a run with fewer ranks")
+        raise FileNotFoundError(f"{own} missing: not a complete dit-video checkpoint")
     return client or {}, safe_load(own)
 
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -82,7 +83,7 @@ class Trainer:
     """Build everything from a :class:`TrainConfig`, then :meth:`fit`.
 
     ``loader``: any iterable of batches with ``state_dict``/``load_state_dict`` (default:
-    ``dit_video.data.make_loader(cfg.data, rank, world_size)``). ``resume``: ``None`` (fresh run;
+    ``dit_video.data.make_loader(cfg.data, dp_rank, dp_size)``). ``resume``: ``None`` (fresh run;
     an existing checkpoint directory is an error), ``"auto"`` (newest complete checkpoint of
     ``train.out_dir`` if any) or a checkpoint path.
     """
@@ -98,6 +99,14 @@ class Trainer:
             self._check_shards()
 
         self.rank, self.world_size = init_distributed()
+        from ..parallel import build_layout
+
+        self.layout = build_layout(self.world_size, self.rank, cfg.parallel.sequence_parallel)
+        if self.layout.sp is not None:  # indivisible frames / positions / heads: an error before any step
+            m = cfg.model
+            grid = (m.num_frames // m.patch_size[0], m.sample_size[0] // m.patch_size[1],
+                    m.sample_size[1] // m.patch_size[2])
+            self.layout.sp.check(grid, m.num_heads, m.attention)
         self.device = device()
         self.threads = set_threads(cfg.train.threads)
         if cfg.train.deterministic:
@@ -110,16 +119,22 @@ class Trainer:
         from ..pipeline.vae import build_vae
         from .ema import EMA
 
+        self._pin_vocabulary()
         self.diffusion = build_diffusion(cfg.diffusion)
         self.vae = build_vae(cfg.vae, self.device)
         self.conditioner = Conditioner(cfg.model, cfg.condition, device=self.device)
         module = ConditionedDiT(VideoDiT(cfg.model), self.conditioner.new_learned_encoder()).to(self.device)
-        self.ema = EMA(module, cfg.train.ema_decay, cfg.train.ema_warmup)
+        self.ema = EMA(module, cfg.train.ema_decay, cfg.train.ema_warmup)  # a plain copy: samples on one rank
+        module.dit.set_sequence_parallel(self.layout.sp)
         self.num_params = sum(p.numel() for p in module.parameters())
 
         import deepspeed
 
         from .schedule import WarmupCosine
+
+        self.universal = self._universal_source()  # a checkpoint of another world size: DeepSpeed's universal format
+        if self.universal is not None:
+            self.ds_config.setdefault("checkpoint", {})["load_universal"] = True
 
         o = cfg.optim
         optimizer = SkippingAdamW(module.parameters(), lr=o.lr, betas=tuple(o.betas), eps=o.eps,
@@ -136,8 +151,10 @@ class Trainer:
         if self.loader is None:
             from ..data import make_loader
 
-            self.loader = make_loader(cfg.data, self.rank, self.world_size)
-        seed = cfg.train.seed * 1_000_003 + self.rank
+            # readers are the data-parallel ranks: the ranks of a sequence-parallel group read the same clips
+            self.loader = make_loader(cfg.data, self.layout.dp_rank, self.layout.dp_size)
+        # the same seed on every rank: draws are made for the global batch and sliced (Diffusion.training_loss)
+        seed = cfg.train.seed * 1_000_003
         self.generators = {"noise": torch.Generator(device=self.device).manual_seed(seed),
                            "dropout": torch.Generator(device="cpu").manual_seed(seed + 7919)}
         self.step = 0
@@ -155,6 +172,35 @@ class Trainer:
         if resume == "auto":
             return ckpt.newest_valid(self.ckpt_dir)
         return ckpt.find_checkpoint(resume)
+
+    def _pin_vocabulary(self) -> None:
+        """A learned tiny text encoder's words are part of the model: write them into the recipe (saved with every
+        checkpoint), taking a resumed checkpoint's own list, so no later change of the defaults changes the model."""
+        c = self.cfg.condition
+        if c.text_encoder != "tiny" or c.tiny_vocab:
+            return
+        from ..pipeline.conditioner import synthetic_vocab
+
+        if self.resume_from is not None and (self.resume_from / ckpt.CONFIG_FILE).is_file():
+            from ..pipeline.config import recipe_from_yaml
+
+            saved = recipe_from_yaml((self.resume_from / ckpt.CONFIG_FILE).read_text(), str(self.resume_from))
+            c.tiny_vocab = list(saved.condition.tiny_vocab)
+        c.tiny_vocab = c.tiny_vocab or synthetic_vocab()
+
+    def _universal_source(self) -> Path | None:
+        """Resuming a checkpoint written by another number of ranks: convert it once (rank 0), all ranks agree."""
+        if self.resume_from is None or ckpt.saved_world_size(self.resume_from) == self.world_size:
+            return None
+        error = None
+        if self.rank == 0:
+            try:
+                ckpt.prepare_universal(self.resume_from)
+            except Exception as e:  # noqa: BLE001 - every rank raises it below
+                error = e
+        if all_reduce_sum(torch.tensor([0.0 if error is None else 1.0])).item() > 0:
+            raise error if error is not None else ckpt.CheckpointError("rank 0 could not convert the checkpoint")
+        return self.resume_from.parent / ckpt.UNIVERSAL_DIR / self.resume_from.name
 
     def _check_shards(self) -> None:
         from ..data.shardlist import list_shards
@@ -194,16 +240,32 @@ class Trainer:
     def load(self, tag_dir: Path) -> None:
         from .rng import set_rng_state
 
-        client, own = ckpt.load(self.engine, tag_dir, self.rank)
+        client, own = ckpt.load(self.engine, self.universal or tag_dir, self.rank)
         self.ema.load_state_dict(ckpt.load_ema(tag_dir))
         self.step = int(own["step"])
         if int(client.get("step", self.step)) != self.step:
             raise ValueError(f"{tag_dir}: client state step {client.get('step')} != rank state step {self.step}")
         if own["loader"] is not None and hasattr(self.loader, "load_state_dict"):
-            self.loader.load_state_dict(json.loads(own["loader"]))
+            saved = json.loads(own["loader"])
+            if self.universal is None:
+                self.loader.load_state_dict(saved)
+            else:  # each rank's stream position is per rank: restart cleanly at the next epoch
+                self._restart_stream(saved.get("epoch", 0) + 1, int(client.get("world_size", 0)))
         set_rng_state(own["rng"], self.generators)
         self.guard.load_state_dict(own.get("nonfinite"))
         log.info("resumed from %s at step %d", tag_dir, self.step)
+
+    def _restart_stream(self, epoch: int, saved_world: int) -> None:
+        sd = self.loader.state_dict()
+        for w in sd["workers"]:
+            w.update(epoch=epoch, pos=0, done=False)
+            if "pending" in w:
+                w["pending"] = []  # samples held for an unfinished bucket batch belong to the old stream
+        self.loader.load_state_dict(sd)
+        if self.rank == 0:
+            log.warning("the checkpoint was written by %d rank(s), this run has %d: the data stream cannot continue "
+                        "mid-epoch (positions are per rank), so it restarts at epoch %d; the rest of the interrupted "
+                        "epoch is skipped, no clip of it is repeated", saved_world, self.world_size, epoch)
 
     # ------------------------------------------------------------------ one step
     def _micro_step(self, batch: dict[str, Any], last: bool) -> tuple[torch.Tensor, dict[str, float], int]:
@@ -219,15 +281,20 @@ class Trainer:
             video = to_float(batch["video"].to(self.device)).float()
             with torch.no_grad():
                 x0 = self.vae.encode(video).float()
-        drop = c.dropout(x0.shape[0], self.cfg.diffusion.cfg_dropout, self.generators["dropout"])
+        b = x0.shape[0]
+        rows = (b * self.layout.dp_size, b * self.layout.dp_rank)  # this rank's rows of the global batch
+        drop = c.dropout(b, self.cfg.diffusion.cfg_dropout, self.generators["dropout"], batch_slice=rows)
         kw = c.training_kwargs(list(batch["caption"]), drop, **pre)
         engine, dtype = self.engine, self.dtype
 
         def model_fn(x_t, t, cond_mask=None):
             return engine(x_t.to(dtype), t, cond_mask=cond_mask, **kw).float()
 
-        loss, logs = self.diffusion.training_loss(model_fn, x0, generator=self.generators["noise"])
-        engine.backward(self.guard.checked(loss))
+        loss, logs = self.diffusion.training_loss(model_fn, x0, generator=self.generators["noise"], batch_slice=rows)
+        # sequence parallel: each of the N ranks holds a share of the clip's gradient and DeepSpeed averages over
+        # all dp*N ranks; scaling by N makes that the mean over data-parallel groups of each clip's full gradient
+        scaled = self.guard.checked(loss)
+        engine.backward(scaled * self.layout.sp_size if self.layout.sp_size > 1 else scaled)
         if last:
             lr_kwargs = {"progress": self.time_progress} if self.cfg.train.max_minutes else None
             engine.step(lr_kwargs=lr_kwargs)
@@ -277,8 +344,8 @@ class Trainer:
             "loss": mean_loss,
             "grad_norm": float(gn) if gn is not None else float("nan"),
             "lr": float(self.engine.get_lr()[0]),
-            "tokens_per_s": agg[2].item() / mean_dt,
-            "clips_per_s": agg[3].item() / mean_dt,
+            "tokens_per_s": agg[2].item() / self.layout.sp_size / mean_dt,  # a shared clip counts once
+            "clips_per_s": agg[3].item() / self.layout.sp_size / mean_dt,
             "applied": float(applied),
             "skipped_total": float(self.guard.skipped),
             **{f"diffusion/{k}": v for k, v in extra.items()},
@@ -290,8 +357,11 @@ class Trainer:
         cfg = self.cfg.train
         if self.resume_from is not None:
             self.load(self.resume_from)
+            barrier()
             if self.rank == 0:
                 ckpt.set_aside_newer(self.ckpt_dir, self.step)
+                if self.universal is not None:
+                    shutil.rmtree(self.universal, ignore_errors=True)  # derived from the tag: not kept
         start = self.step
         if self.rank == 0:
             self.out_dir.mkdir(parents=True, exist_ok=True)
@@ -329,6 +399,7 @@ class Trainer:
                 ckpt.fault_point("after_step", self.step)
                 if self.cfg.sample.every and self.step % self.cfg.sample.every == 0 and self.cfg.sample.prompts:
                     result.samples += self.write_samples(f"step_{self.step:08d}")
+                    barrier()  # rank 0 sampled from its EMA copy (no collectives); the others waited here
                 if self.step % cfg.ckpt_every == 0 or self.step == cfg.steps or out_of_time:
                     result.checkpoint = self.save()
                     last_saved = self.step
