@@ -125,8 +125,8 @@ class Diffusion:
         u = sample_unit_time(shape, c.timestep_sampling, c.logit_mean, c.logit_std, generator, device)
         return self.timesteps_from_unit(u)
 
-    def training_loss(self, model_fn: ModelFn, x0: torch.Tensor, generator: torch.Generator | None = None
-                      ) -> tuple[torch.Tensor, dict[str, float]]:
+    def training_loss(self, model_fn: ModelFn, x0: torch.Tensor, generator: torch.Generator | None = None,
+                      batch_slice: tuple[int, int] | None = None) -> tuple[torch.Tensor, dict[str, float]]:
         """One diffusion loss on clean latents ``x0`` [B, C, T, H, W].
 
         Draws t (per clip, or per frame with ``per_frame_timesteps``), the noise and the
@@ -136,15 +136,25 @@ class Diffusion:
         the (min-SNR-weighted) MSE against the objective's target, averaged over noised frames,
         plus floats for logging: ``loss``, ``mse`` (unweighted), ``t_mean`` (mean model timestep
         of noised frames / N), ``cond_frac`` (fraction of clips with clean frames).
+
+        ``batch_slice=(global_batch, offset)``: ``x0`` is rows ``offset : offset + B`` of a global batch
+        split over data-parallel ranks; t, noise and mask are drawn for the whole global batch (the
+        generator is the same on every rank) and sliced, so every clip gets the same randomness
+        whatever the number of ranks (and ranks that share a clip get identical draws).
         """
         if x0.dim() != 5:
             raise ValueError(f"x0 must be [B, C, T, H, W], got shape {tuple(x0.shape)}")
         c = self.config
         b, _, nt = x0.shape[:3]
         dev = x0.device
-        t = self.sample_timesteps((b, nt) if c.per_frame_timesteps else (b,), generator, dev)
-        noise = randn(x0.shape, generator, dev, x0.dtype)
-        mask = conditioning_mask(b, nt, c.cond_frames, c.cond_prob, generator, dev) if c.cond_frames > 0 else None
+        gb, lo = (b, 0) if batch_slice is None else batch_slice
+        if not 0 <= lo <= gb - b:
+            raise ValueError(f"batch_slice {batch_slice} does not hold this rank's {b} clips")
+        rows = slice(lo, lo + b)
+        t = self.sample_timesteps((gb, nt) if c.per_frame_timesteps else (gb,), generator, dev)[rows]
+        noise = randn((gb, *x0.shape[1:]), generator, dev, x0.dtype)[rows]
+        mask = conditioning_mask(gb, nt, c.cond_frames, c.cond_prob, generator, dev)[rows] if c.cond_frames > 0 \
+            else None
 
         x_t = self.add_noise(x0, noise, t)
         if mask is not None:
