@@ -75,6 +75,7 @@ class RunConfig:
     nonfinite: str = "stop"
     max_skips_in_row: int = 5
     spike_factor: float | None = 10.0  # log a loss > spike_factor x the running median (null: off)
+    comm_timeout_minutes: float = 30.0  # a collective waiting this long for a missing rank fails the job
 
 
 @dataclass
@@ -122,6 +123,8 @@ class TrainConfig:
             raise ValueError(f"train.spike_factor must be > 1 (or null), got {t.spike_factor}")
         if not 0.0 <= t.ema_decay < 1.0:
             raise ValueError(f"train.ema_decay must be in [0, 1), got {t.ema_decay}")
+        if t.comm_timeout_minutes <= 0:
+            raise ValueError(f"train.comm_timeout_minutes must be > 0, got {t.comm_timeout_minutes}")
         if t.max_minutes is not None and t.max_minutes <= 0:
             raise ValueError(f"train.max_minutes must be > 0 (or null), got {t.max_minutes}")
         if self.data.num_frames != m.num_frames:

@@ -20,8 +20,14 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def init_distributed() -> tuple[int, int]:
-    """Initialise torch.distributed through DeepSpeed once; returns (rank, world_size)."""
+def init_distributed(timeout_minutes: float = 30.0) -> tuple[int, int]:
+    """Initialise torch.distributed through DeepSpeed once; returns (rank, world_size).
+
+    ``timeout_minutes`` (``train.comm_timeout_minutes``): how long a collective may wait for a missing rank
+    before the job fails (NCCL's watchdog, gloo's timeout) instead of hanging.
+    """
+    from datetime import timedelta
+
     import deepspeed
     import torch
     import torch.distributed as dist
@@ -37,7 +43,7 @@ def init_distributed() -> tuple[int, int]:
     ds_logger.setLevel(logging.WARNING)
     if not dist.is_initialized():
         backend = "nccl" if torch.cuda.is_available() else "gloo"
-        deepspeed.init_distributed(dist_backend=backend)
+        deepspeed.init_distributed(dist_backend=backend, timeout=timedelta(minutes=timeout_minutes))
     return dist.get_rank(), dist.get_world_size()
 
 

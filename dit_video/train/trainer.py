@@ -98,7 +98,7 @@ class Trainer:
         if loader is None:
             self._check_shards()
 
-        self.rank, self.world_size = init_distributed()
+        self.rank, self.world_size = init_distributed(cfg.train.comm_timeout_minutes)
         from ..parallel import build_layout
 
         self.layout = build_layout(self.world_size, self.rank, cfg.parallel.sequence_parallel)
