@@ -1,4 +1,5 @@
-"""Command line: ``python -m benchmarks {kernels,e2e,data,all} [options]`` (also ``dit-video bench``)."""
+"""Command line: ``python -m benchmarks {kernels,e2e,data,all} [options]`` (also ``dit-video bench``);
+``python -m benchmarks quality ...`` is the model-quality lab (:mod:`benchmarks.quality`)."""
 
 from __future__ import annotations
 
@@ -78,14 +79,25 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
-    parser.add_argument("-v", "--verbose", action="store_true", help="log each case")
-    add_arguments(parser)
-    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    argv = sys.argv[1:] if argv is None else argv
+    runner = run
+    if argv[:1] == ["quality"]:  # the model-quality lab has its own options (benchmarks/quality.py)
+        from . import quality
+
+        parser = argparse.ArgumentParser(prog="python -m benchmarks quality", description=quality.__doc__,
+                                         formatter_class=argparse.RawDescriptionHelpFormatter)
+        quality.add_arguments(parser)
+        parser.add_argument("-v", "--verbose", action="store_true")
+        argv, runner = argv[1:], quality.run
+    else:
+        parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
+        parser.add_argument("-v", "--verbose", action="store_true", help="log each case")
+        add_arguments(parser)
+    args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     try:
-        return run(args)
+        return runner(args)
     except ValueError as e:
         print(f"benchmarks: error: {e}", file=sys.stderr)
         return 2

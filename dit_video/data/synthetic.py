@@ -31,6 +31,22 @@ SPEEDS = {"slowly": 0.035, "quickly": 0.08}  # fraction of the frame side per fr
 BACKGROUNDS = ("plain", "textured")
 DARK = [(10, 10, 12), (30, 20, 40), (15, 35, 30), (40, 35, 25)]  # background base colours (one per clip)
 
+# The demo's clips (``dit-video demo``, ``python -m benchmarks quality``): one shape, a square or a circle
+# about 35% of the frame across, in one of 4 colours, moving one of 4 ways "slowly" (half the frame in
+# 16 frames) without leaving the frame, on one plain near-black background: 32 captions.
+DEMO_BACKGROUND = (10, 10, 12)
+DEMO_CLIPS: dict = dict(colors=["red", "green", "blue", "yellow"], shapes=["square", "circle"],
+                        directions=["left", "right", "up", "down"], speeds=["slowly"], backgrounds=["plain"],
+                        max_objects=1, occlusion_prob=0.0, bounce=False, radius=(0.16, 0.19),
+                        background_colors=[DEMO_BACKGROUND])
+
+
+def demo_captions(spec: dict | None = None) -> list[str]:
+    """The 32 captions of :data:`DEMO_CLIPS` (or of ``spec``'s colours, shapes and directions), colour-major
+    (``a red square moving left``, ...)."""
+    d = {**DEMO_CLIPS, **(spec or {})}
+    return [f"{_article(c)} {c} {s} moving {m}" for c in d["colors"] for s in d["shapes"] for m in d["directions"]]
+
 
 def _article(word: str) -> str:
     return "an" if word[0] in "aeiou" else "a"
@@ -69,13 +85,15 @@ def make_clip(rng: random.Random, *, size: int = 32, num_frames: int = 8, colors
               speeds: Sequence[str] | None = None, backgrounds: Sequence[str] | None = None,
               max_objects: int = 2, bounce: bool = True, occlusion_prob: float = 0.2,
               speed_in_caption: bool = False, radius: tuple[float, float] = (0.12, 0.18),
-              background_colors: Sequence[tuple[int, int, int]] | None = None) -> tuple[np.ndarray, str, dict]:
+              background_colors: Sequence[tuple[int, int, int]] | None = None, path_frames: int | None = None
+              ) -> tuple[np.ndarray, str, dict]:
     """One clip: uint8 frames ``[T, size, size, 3]``, its caption, and what was drawn (for the json).
 
     ``radius``: the range of a shape's radius (half the side of a square), as a fraction of ``size``.
     ``background_colors``: RGB base colours the background is drawn from (default :data:`DARK`).
-    Without ``bounce`` a shape starts where its whole path stays inside the frame when the path is
-    short enough (else as close to the opposite wall as it can), so it stays whole to the last frame.
+    Without ``bounce`` a shape starts where its path of ``path_frames`` frames (default ``num_frames``)
+    stays inside the frame when that path is short enough (else as close to the opposite wall as it can),
+    so it stays whole to the last frame; a ``path_frames`` beyond ``num_frames`` leaves room to go on.
     """
     colors = list(colors or COLORS)
     shapes, directions = list(shapes or SHAPES), list(directions or DIRECTIONS)
@@ -106,7 +124,7 @@ def make_clip(rng: random.Random, *, size: int = 32, num_frames: int = 8, colors
         dy, dx = DIRECTIONS[direction]
         # start away from the wall it moves towards, so the named direction is what one sees first
         start = [rng.uniform(lo, hi), rng.uniform(lo, hi)]
-        room = 0.35 * (hi - lo) if bounce else max(0.0, hi - lo - v * (num_frames - 1))
+        room = 0.35 * (hi - lo) if bounce else max(0.0, hi - lo - v * ((path_frames or num_frames) - 1))
         for axis, d in ((0, dy), (1, dx)):
             if d > 0:
                 start[axis] = rng.uniform(lo, lo + room)
@@ -166,7 +184,8 @@ def write_synthetic_shards(out_dir: str, num: int, *, size: int = 32, num_frames
                            backgrounds: Sequence[str] | None = None, max_objects: int = 2, bounce: bool = True,
                            occlusion_prob: float = 0.2, speed_in_caption: bool = False,
                            radius: tuple[float, float] = (0.12, 0.18),
-                           background_colors: Sequence[tuple[int, int, int]] | None = None) -> list[str]:
+                           background_colors: Sequence[tuple[int, int, int]] | None = None,
+                           path_frames: int | None = None) -> list[str]:
     """Write ``num`` synthetic clips as shards ``00000.tar, ...`` in ``out_dir``; returns the shard paths.
 
     Clip ``i`` depends only on ``(seed, i)``, so the same arguments give the same data. Defaults are
@@ -180,7 +199,8 @@ def write_synthetic_shards(out_dir: str, num: int, *, size: int = 32, num_frames
     clip_kw = dict(colors=colors, shapes=shapes, directions=directions, speeds=speeds, backgrounds=backgrounds,
                    max_objects=max_objects, bounce=bounce, occlusion_prob=occlusion_prob,
                    speed_in_caption=speed_in_caption, radius=tuple(radius),
-                   background_colors=None if background_colors is None else [tuple(c) for c in background_colors])
+                   background_colors=None if background_colors is None else [tuple(c) for c in background_colors],
+                   path_frames=path_frames)
     make_clip(random.Random(0), size=size, num_frames=1, **clip_kw)  # validate names before any work
     prepare_out_dir(out_dir, overwrite)
     jobs = [(out_dir, s, start, min(samples_per_shard, num - start), size, num_frames, fps, seed, clip_kw)
@@ -191,6 +211,29 @@ def write_synthetic_shards(out_dir: str, num: int, *, size: int = 32, num_frames
     else:
         results = [_write_one_shard(j) for j in jobs]
     return [p for p, _ in results]
+
+
+def colour_shift(video: np.ndarray, caption: str, background: Sequence[float] = DEMO_BACKGROUND) -> float:
+    """Pixels the centroid of the caption colour's mass moves along the caption's direction, first -> last frame.
+
+    ``video``: float or uint8 ``[T, H, W, 3]`` in 0..255; soft values are fine (a mean image, an x0
+    prediction): a pixel's mass is its projection on (caption colour - ``background``), clipped to [0, 1].
+    Captions name a colour and a direction as :func:`make_clip` writes them.
+    """
+    ws = caption.lower().split()
+    name = next((w for w in ws if w in COLORS), None)
+    way = next((w for w in ws if w in DIRECTIONS), None)
+    if name is None or way is None:
+        raise ValueError(f"caption {caption!r} must name a colour ({list(COLORS)}) and a direction "
+                         f"({list(DIRECTIONS)})")
+    bg = np.asarray(background, np.float32)
+    axis = np.asarray(COLORS[name], np.float32) - bg
+    mass = np.clip((np.asarray(video, np.float32) - bg) @ axis / float(axis @ axis), 0.0, 1.0)  # [T, H, W]
+    yy, xx = np.mgrid[: mass.shape[1], : mass.shape[2]]
+    tot = mass.sum((1, 2)) + 1e-6
+    cy, cx = (mass * yy).sum((1, 2)) / tot, (mass * xx).sum((1, 2)) / tot
+    dy, dx = DIRECTIONS[way]
+    return float((cy[-1] - cy[0]) * dy + (cx[-1] - cx[0]) * dx)
 
 
 # Which quarter-corners of its bounding box a shape fills (top-left, top-right, bottom-left, bottom-right):

@@ -27,12 +27,13 @@ probability with which the *trainer* drops the condition (text/label) for classi
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 OBJECTIVES = ("flow", "eps", "v")
 PREDICTIONS = ("velocity", "x0")
 SCHEDULES = ("linear", "cosine", "scaled_linear")
-TIMESTEP_SAMPLING = ("logit_normal", "uniform")
+TIMESTEP_SAMPLING = ("logit_normal", "uniform", "mode")
 
 
 @dataclass
@@ -46,6 +47,7 @@ class DiffusionConfig:
     timestep_sampling: str = "logit_normal"
     logit_mean: float = 0.0
     logit_std: float = 1.0
+    mode_scale: float = 1.29
     shift: float = 1.0
     prediction: str = "velocity"
     x0_min_u: float = 0.05
@@ -68,6 +70,9 @@ class DiffusionConfig:
             raise ValueError(f"DiffusionConfig.num_train_timesteps must be >= 2, got {self.num_train_timesteps}")
         if self.logit_std <= 0:
             raise ValueError(f"DiffusionConfig.logit_std must be > 0, got {self.logit_std}")
+        if not -1.0 <= self.mode_scale <= 2 / (math.pi - 2):
+            raise ValueError(f"DiffusionConfig.mode_scale must be in [-1, {2 / (math.pi - 2):.3f}] (beyond it the "
+                             f"mode warp is not monotone), got {self.mode_scale}")
         if self.shift <= 0:
             raise ValueError(f"DiffusionConfig.shift must be > 0, got {self.shift}")
         if self.min_snr_gamma is not None and self.min_snr_gamma <= 0:

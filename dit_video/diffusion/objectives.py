@@ -122,7 +122,7 @@ class Diffusion:
                          device: torch.device | str = "cpu") -> torch.Tensor:
         """Training timesteps of ``shape`` ([B] or [B, T]) on the model scale."""
         c = self.config
-        u = sample_unit_time(shape, c.timestep_sampling, c.logit_mean, c.logit_std, generator, device)
+        u = sample_unit_time(shape, c.timestep_sampling, c.logit_mean, c.logit_std, generator, device, c.mode_scale)
         return self.timesteps_from_unit(u)
 
     def training_loss(self, model_fn: ModelFn, x0: torch.Tensor, generator: torch.Generator | None = None,
@@ -180,6 +180,25 @@ class Diffusion:
                                  mask.any(1).float().mean() if mask is not None else torch.zeros((), device=dev)])
         logs = dict(zip(("loss", "mse", "t_mean", "cond_frac"), stats.tolist()))
         return loss, logs
+
+    # ---------------------------------------------------------------- diagnostics
+    @torch.no_grad()
+    def x0_at_pure_noise(self, model_fn: ModelFn, shape, draws: int = 8, generator: torch.Generator | None = None,
+                         device: torch.device | str = "cpu") -> torch.Tensor:
+        """The model's x0 prediction at the noisiest training timestep, averaged over ``draws`` noises, [B, ...].
+
+        Where the sampler starts, ``x_t`` is (almost) pure noise and the best x0 prediction is the data's
+        conditional mean ``E[x0 | condition]``: whatever the condition decides about the layout of the clip
+        (where the object is in each frame: its motion) must be there. ``model_fn(x_t, t)`` is called with
+        the batch ``shape`` [B, C, T, H, W] once per draw; the mean is in fp32.
+        """
+        t_max = float(self.sampling_grid(1)[0][0])  # flow: N (u = 1); DDPM: the last step N - 1
+        total = torch.zeros(shape, dtype=torch.float32, device=device)
+        for _ in range(draws):
+            x = randn(shape, generator, device)
+            t = torch.full((shape[0],), t_max, device=device)
+            total += self.x0_eps(x, t, model_fn(x, t))[0].float()
+        return total / draws
 
     # ---------------------------------------------------------------- sampling
     @property

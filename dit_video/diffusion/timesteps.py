@@ -16,15 +16,25 @@ def rand(shape, generator: torch.Generator | None, device, dtype=torch.float32) 
     return torch.rand(shape, generator=generator, device=gdev, dtype=dtype).to(device)
 
 
+def mode_warp(x: torch.Tensor, scale: float) -> torch.Tensor:
+    """SD3's mode sampling (Esser et al. 2024, eq. 20): ``1 - x - scale (cos^2(pi x / 2) - 1 + x)`` for
+    uniform ``x``; ``scale = 0`` is uniform, ``scale > 0`` puts more weight in the middle, ``scale < 0`` at the ends.
+    Monotone (a density) for ``-1 <= scale <= 2 / (pi - 2)``."""
+    return 1 - x - scale * (torch.cos(torch.pi / 2 * x) ** 2 - 1 + x)
+
+
 def sample_unit_time(shape, kind: str, mean: float, std: float, generator: torch.Generator | None,
-                     device) -> torch.Tensor:
-    """``u`` in the open interval (0, 1): ``uniform`` or ``logit_normal`` (``sigmoid(N(mean, std^2))``)."""
+                     device, mode_scale: float = 0.0) -> torch.Tensor:
+    """``u`` in the open interval (0, 1): ``uniform``, ``logit_normal`` (``sigmoid(N(mean, std^2))``) or
+    ``mode`` (:func:`mode_warp` of a uniform draw with ``mode_scale``)."""
     if kind == "uniform":
         u = rand(shape, generator, device)
     elif kind == "logit_normal":
         u = torch.sigmoid(mean + std * randn(shape, generator, device))
+    elif kind == "mode":
+        u = mode_warp(rand(shape, generator, device), mode_scale)
     else:
-        raise ValueError(f"unknown timestep_sampling {kind!r}; choose logit_normal or uniform")
+        raise ValueError(f"unknown timestep_sampling {kind!r}; choose logit_normal, uniform or mode")
     return u.clamp(1e-5, 1 - 1e-5)
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -139,12 +141,35 @@ def test_min_snr_weight_is_x0_space_min_snr(objective):
 
 def test_timestep_distributions():
     g = torch.Generator().manual_seed(0)
-    u = build_diffusion(DiffusionConfig()).sample_timesteps((20000,), g) / 1000
+    u = build_diffusion(DiffusionConfig(logit_mean=0.0, logit_std=1.0)).sample_timesteps((20000,), g) / 1000
     assert abs(float(u.median()) - 0.5) < 0.02 and float(u.std()) < 0.25  # logit-normal(0, 1): std ~0.21
+    high = build_diffusion(DiffusionConfig(logit_mean=1.0, logit_std=1.0)).sample_timesteps((20000,), g) / 1000
+    assert abs(float(high.median()) - 0.7311) < 0.02  # sigmoid(1)
     uni = build_diffusion(DiffusionConfig(timestep_sampling="uniform")).sample_timesteps((20000,), g) / 1000
     assert 0.27 < float(uni.std()) < 0.31  # uniform: 1/sqrt(12) = 0.289
-    shifted = build_diffusion(DiffusionConfig(shift=3.0)).sample_timesteps((20000,), g) / 1000
+    shifted = build_diffusion(DiffusionConfig(logit_mean=0.0, shift=3.0)).sample_timesteps((20000,), g) / 1000
     assert abs(float(shifted.median()) - 0.75) < 0.02  # median 0.5 -> 3 * 0.5 / 2
+
+
+def test_mode_sampling_is_sd3s_warp_of_a_uniform_draw():
+    from dit_video.diffusion.timesteps import mode_warp
+
+    x = torch.linspace(0, 1, 1001)
+    torch.testing.assert_close(mode_warp(x, 0.0), 1 - x)  # scale 0: uniform
+    for scale in (-1.0, 1.29, 2 / (math.pi - 2)):
+        f = mode_warp(x, scale)
+        assert f[0] == 1 and abs(float(f[-1])) < 1e-6 and bool((f[1:] <= f[:-1] + 1e-6).all())  # a density on [0, 1]
+    g = torch.Generator().manual_seed(0)
+    u = build_diffusion(DiffusionConfig(timestep_sampling="mode", mode_scale=1.29)).sample_timesteps((40000,), g) / 1000
+    # scale > 0 moves mass to the middle: P(0.25 < u < 0.75) = 1 - 2 * P(x < x*) with f(x*) = 0.75, by bisection
+    lo, hi = 0.0, 1.0
+    for _ in range(50):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if float(mode_warp(torch.tensor(mid, dtype=torch.float64), 1.29)) > 0.75 else (lo, mid)
+    expect = 1 - 2 * lo
+    assert expect > 0.6 and abs(float(((u > 0.25) & (u < 0.75)).float().mean()) - expect) < 0.01
+    with pytest.raises(ValueError, match="mode_scale must be in"):
+        DiffusionConfig(timestep_sampling="mode", mode_scale=2.0)
 
 
 def test_training_loss_validates_shapes():
