@@ -30,8 +30,8 @@ import torch.nn.functional as F
 
 from dit_video import kernels
 from dit_video.kernels import reference
+from dit_video.kernels.roofline import Work, attention_work, gated_residual_adaln_work, rope3d_work
 
-from .roofline import Work, attention_work, gated_residual_adaln_work, rope3d_work
 from .shapes import Case
 
 KERNEL_BACKENDS = ("triton", "cpu", "cuda", "flash")  # dit_video.kernels backends other than torch

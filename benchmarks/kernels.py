@@ -16,10 +16,11 @@ from collections.abc import Callable
 
 import torch
 
+from dit_video.kernels.roofline import bound_by, floors_ms
+
 from . import memory, timing
 from .backend_probe import load_backends
 from .candidates import BASELINE, Inputs, applicable, make_fn, make_inputs, why_not, work
-from .roofline import bound_by, floors_ms
 from .shapes import Case, cases_for
 
 log = logging.getLogger("benchmarks.kernels")

@@ -1,7 +1,7 @@
 """Memory measurements that do not depend on the allocator of the device.
 
 - :func:`saved_bytes`: bytes saved for backward by a forward, counted with
-  ``torch.autograd.graph.saved_tensors_hooks`` (KERNELS.md §5), one count per storage, parameters
+  ``torch.autograd.graph.saved_tensors_hooks`` (docs/kernels.md §5), one count per storage, parameters
   excluded. Works eagerly and under torch.compile (the compiled graph saves through the same hooks).
   It does not see what non-reentrant activation checkpointing keeps alive (the block inputs held
   by its recompute closure): use :func:`held_bytes` for that.

@@ -29,32 +29,13 @@ import tempfile
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
-from typing import Any
+
+from .aot_spec import AotKernel, make_spec  # noqa: F401 - the specs the kernel modules declare
 
 ARCHS: dict[str, tuple[int, int]] = {  # name -> (capability, shared memory limit per block, bytes)
     "sm_80": (80, 163 * 1024),
     "sm_90a": (90, 227 * 1024),
 }
-TL_DTYPE = {"bf16": "*bf16", "fp16": "*fp16", "fp32": "*fp32", "u8": "*u8"}
-
-
-@dataclass
-class AotKernel:
-    """One (kernel, config) to compile. ``signature``/``constexprs``/``attrs`` as for ASTSource."""
-
-    name: str
-    fn: Any
-    signature: dict[str, str]
-    constexprs: dict[str, Any]
-    attrs: dict[tuple[int, ...], list]
-    num_warps: int
-    num_stages: int
-    config: str
-    shape: str = ""
-    flops: float = 0.0
-    nbytes: float = 0.0
-    needs_wgmma: bool = False
-    waiver: str = ""  # why a wgmma requirement is knowingly waived for this spec (printed in the row)
 
 
 @dataclass
@@ -76,39 +57,6 @@ class Row:
     compile_s: float = 0.0
     errors: list[str] = field(default_factory=list)
     waiver: str = ""
-
-
-def make_spec(name: str, fn: Any, *, pointers: dict[str, str], constexprs: dict[str, Any],
-              floats: Iterable[str] = (), ones: Iterable[str] = (), div16: Iterable[str] = (),
-              num_warps: int, num_stages: int, config: str, **kw) -> AotKernel:
-    """Build an :class:`AotKernel` from a jit function's argument names.
-
-    ``pointers``: arg -> element type ("bf16", "fp32", "u8"); ``floats``: fp32 scalars; other
-    non-constexpr args are i32. ``ones`` are int args fixed to 1 (as Triton specializes a unit
-    stride at run time); ``div16`` are pointer or int args known divisible by 16 (the alignment
-    Triton detects at run time for allocations and for strides that are multiples of 16).
-    """
-    names = list(fn.arg_names)
-    cx = dict(constexprs)
-    for n in ones:
-        cx[n] = 1
-    floats = set(floats)
-    sig: dict[str, str] = {}
-    for n in names:
-        if n in cx:
-            sig[n] = "constexpr"
-        elif n in pointers:
-            sig[n] = TL_DTYPE[pointers[n]]
-        elif n in floats:
-            sig[n] = "fp32"
-        else:
-            sig[n] = "i32"
-    unknown = set(cx) - set(names)
-    if unknown:
-        raise ValueError(f"{name}: constexprs {sorted(unknown)} are not arguments of {fn.__name__}")
-    aligned = set(pointers) | set(div16)
-    attrs = {(i,): [["tt.divisibility", 16]] for i, n in enumerate(names) if n in aligned and sig[n] != "constexpr"}
-    return AotKernel(name, fn, sig, cx, attrs, num_warps, num_stages, config, **kw)
 
 
 def _ptxas() -> str:
@@ -140,12 +88,12 @@ def compile_row(spec: AotKernel, arch: str) -> Row:
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
 
-    from .triton_common import floor_us
+    from .roofline import Work, floor_us
 
     cap, limit = ARCHS[arch]
     row = Row(spec.name, spec.config, arch, shared_limit=limit, shape=spec.shape, flops=spec.flops,
               nbytes=spec.nbytes)
-    row.floor_us, row.bound = floor_us(spec.flops, spec.nbytes) if spec.nbytes else (0.0, "")
+    row.floor_us, row.bound = floor_us(Work(spec.flops, spec.nbytes)) if spec.nbytes else (0.0, "")
     t0 = time.perf_counter()
     try:
         src = ASTSource(fn=spec.fn, signature=spec.signature, constexprs=spec.constexprs, attrs=spec.attrs)

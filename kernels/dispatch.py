@@ -19,6 +19,7 @@ This module imports nothing from ``dit_video``: kernels sit at the bottom of the
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import contextvars
 import importlib
@@ -89,6 +90,7 @@ def register(op: str, backend: str, fn: Callable, check: Callable[..., str | Non
     """
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; expected one of {BACKENDS}")
+    _CACHE.clear()
     impls = _REGISTRY.setdefault((op, backend), [])
     impls[:] = [i for i in impls if i.fn is not fn]
     impls.append(Impl(op, backend, fn, check or _always, priority))
@@ -119,6 +121,7 @@ def _record_error(backend: str, mod: str, e: Exception) -> None:
 
 def disable(backend: str, reason: str) -> None:
     """Mark ``backend`` unavailable without importing it (e.g. its import crashed a probe process)."""
+    _CACHE.clear()
     _LOADED.add(backend)
     _LOAD_ERRORS.setdefault(backend, []).append(reason)
 
@@ -135,10 +138,50 @@ def _device_of(args, kwargs) -> str:
     return "cpu"
 
 
+_CACHE: collections.OrderedDict = collections.OrderedDict()  # (op, backend, call signature) -> Impl
+_CACHE_SIZE = 4096
+
+
+def _signature(args, kwargs) -> tuple | None:
+    """What the checks look at: each tensor's shape, strides, dtype, device and 16-byte alignment, and the
+    other arguments' values. None when a tensor has no storage to look at (fake / meta while tracing)."""
+    key = []
+    for a in list(args) + [kwargs[k] for k in sorted(kwargs)]:
+        if isinstance(a, torch.Tensor):
+            if a.device.type == "meta" or type(a) is not torch.Tensor and not isinstance(a, torch.nn.Parameter):
+                return None
+            key.append((tuple(a.shape), a.stride(), a.dtype, a.device, a.data_ptr() % 16))
+        elif isinstance(a, (int, float, bool, str, type(None))):
+            key.append(a)
+        else:
+            return None
+    return tuple(key) + tuple(sorted(kwargs))
+
+
 def resolve(op: str, backend: str, *args, **kwargs) -> Impl:
-    """The implementation that would serve this call (raises if a forced backend cannot)."""
+    """The implementation that would serve this call (raises if a forced backend cannot).
+
+    Decisions are cached by the call's signature (see :func:`_signature`), so each distinct layout is
+    checked -- and, for the attention kernels, planned -- once, not on every call.
+    """
     if backend == "auto":
         backend = _default_backend.get()
+    sig = _signature(args, kwargs)
+    if sig is not None:
+        key = (op, backend, sig)
+        hit = _CACHE.get(key)
+        if hit is not None:
+            _CACHE.move_to_end(key)
+            return hit
+    impl = _resolve(op, backend, args, kwargs)
+    if sig is not None:
+        _CACHE[key] = impl
+        if len(_CACHE) > _CACHE_SIZE:
+            _CACHE.popitem(last=False)
+    return impl
+
+
+def _resolve(op: str, backend: str, args, kwargs) -> Impl:
     if backend == "auto":
         names = AUTO_ORDER.get(_device_of(args, kwargs), ("torch",))
     elif backend in BACKENDS:

@@ -1,12 +1,18 @@
-"""FLOP and minimum-byte counts per kernel, and the H100 / H200 floors they imply.
+"""The one FLOP / byte model of the fused ops, and the H100 / H200 floors it implies.
 
-The floor of a kernel on a GPU is ``max(FLOPs / peak rate, minimum bytes / HBM bandwidth)``:
-no implementation can beat it, so a GPU timing reads against it directly (KERNELS.md §1).
-Minimum bytes count every input read once and every output written once; broadcast operands
-(a text key shared by all frames, per-sample modulation vectors) count once.
+Used by ``benchmarks/`` (every timing row reads against a floor), by the ahead-of-time kernel report
+(``aot.py``: each compiled kernel's reference shape) and by ``python -m benchmarks gpu-check``.
 
-Attention: forward ``4·N·H·Lq·Lk·D`` FLOPs; backward 2.5x forward. Forward reads q, k, v and writes
-o plus the fp32 log-sum-exp; backward reads q, k, v, o, dO and the log-sum-exp, writes dq, dk, dv.
+The floor of a call on a GPU is ``max(FLOPs / peak rate, minimum bytes / HBM bandwidth)``: no
+implementation can beat it (docs/kernels.md §1). Minimum bytes count every input read once and every
+output written once; broadcast operands (a text key shared by all frames, per-sample modulation
+vectors) count once.
+
+Attention: forward ``4·N·H·Lq·Lk·D`` FLOPs (two matmuls); the backward's minimum is 2.5x forward
+(recompute S, then dV, dP, dQ, dK: five matmuls). Forward reads q, k, v and writes o plus the fp32
+log-sum-exp; backward reads q, k, v, o, dO and the log-sum-exp, writes dq, dk, dv. Flash kernels
+that split the backward into a dK/dV kernel and a dQ kernel recompute S and dP in both and execute
+3.5x forward in all: :func:`flash_kernel_work` gives each kernel's executed share.
 """
 
 from __future__ import annotations
@@ -46,10 +52,8 @@ def attention_work(n: int, heads: int, lq: int, lk: int, d: int, es: int, kv_n: 
     kv_like = kv_n * heads * lk * d * es  # k, v, dk, dv each
     lse = n * heads * lq * LSE_BYTES
     fwd = Work(fwd_flops, 2 * q_like + 2 * kv_like + lse)
-    if mode == "fwd":
-        return fwd
     bwd = Work(2.5 * fwd_flops, 4 * q_like + 4 * kv_like + lse)
-    return fwd + bwd
+    return {"fwd": fwd, "bwd": bwd, "fwd+bwd": fwd + bwd}[mode]
 
 
 def gated_residual_adaln_work(tokens: int, width: int, batch: int, es: int, mode: str = "fwd") -> Work:
@@ -61,9 +65,18 @@ def gated_residual_adaln_work(tokens: int, width: int, batch: int, es: int, mode
     el = tokens * width
     mods = 3 * batch * width * es
     fwd = Work(10.0 * el, 4 * el * es + mods)
-    if mode == "fwd":
-        return fwd
-    return fwd + Work(20.0 * el, 6 * el * es + 2 * mods)
+    bwd = Work(20.0 * el, 6 * el * es + 2 * mods)
+    return {"fwd": fwd, "bwd": bwd, "fwd+bwd": fwd + bwd}[mode]
+
+
+def adaln_modulate_work(tokens: int, width: int, batch: int, es: int, mode: str = "fwd") -> Work:
+    """``h = LN(x)*(1+scale)+shift``: ~8 FLOPs per element forward (read x, write h), ~16 backward
+    (read dh and x, write dx)."""
+    el = tokens * width
+    mods = 2 * batch * width * es
+    fwd = Work(8.0 * el, 2 * el * es + mods)
+    bwd = Work(16.0 * el, 3 * el * es + 2 * mods)
+    return {"fwd": fwd, "bwd": bwd, "fwd+bwd": fwd + bwd}[mode]
 
 
 def rope3d_work(numel: int, table_numel: int, es: int, mode: str = "fwd") -> Work:
@@ -72,7 +85,28 @@ def rope3d_work(numel: int, table_numel: int, es: int, mode: str = "fwd") -> Wor
     Backward is the inverse rotation of the gradient: the same traffic again.
     """
     fwd = Work(3.0 * numel, 2 * numel * es + 2 * table_numel * 4)
-    return fwd if mode == "fwd" else fwd + fwd
+    return {"fwd": fwd, "bwd": fwd, "fwd+bwd": fwd + fwd}[mode]
+
+
+def flash_kernel_work(kernel: str, nh: int, lq: int, lk: int, d: int, es: int) -> Work:
+    """What one launch of a flash-attention kernel executes over ``nh`` (sequence, head) pairs.
+
+    ``fwd``: S = QK^T, O = PV (4 units of nh*Lq*Lk*D); ``bwd_dkdv``: S, dP, dV, dK (8); ``bwd_dq``: S, dP,
+    dQ (6); ``bwd_delta``: rowsum(dO * O) (2 nh*Lq*D). Bytes: every operand read once, every result written.
+    """
+    q_like, kv_like, lse = nh * lq * d * es, nh * lk * d * es, nh * lq * LSE_BYTES
+    unit = nh * lq * lk * d
+    return {"fwd": Work(4.0 * unit, 2 * q_like + 2 * kv_like + lse),
+            "bwd_dkdv": Work(8.0 * unit, 2 * q_like + 4 * kv_like + 2 * lse),
+            "bwd_dq": Work(6.0 * unit, 3 * q_like + 2 * kv_like + 2 * lse),
+            "bwd_delta": Work(2.0 * nh * lq * d, 2 * q_like + lse)}[kernel]
+
+
+def floor_us(work: Work, dtype: torch.dtype = torch.bfloat16, gpu: str = "h100") -> tuple[float, str]:
+    """The floor on ``gpu`` in microseconds and which side bounds it ('compute' or 'memory')."""
+    rate = PEAK_FLOPS.get(dtype, PEAK_FLOPS[torch.float32])
+    tc, tm = work.flops / rate, work.bytes / GPUS[gpu]
+    return max(tc, tm) * 1e6, ("compute" if tc >= tm else "memory")
 
 
 def floors_ms(work: Work, dtype: torch.dtype) -> dict[str, float]:

@@ -374,7 +374,8 @@ dispatch.register("adaln_modulate", "triton", adaln_modulate, check_modulate)
 def aot_kernels(arch: str) -> list:
     """Forward/backward, with and without the gated residual, at the S/2 (D 384) and XL/2 (D 1152)
     widths, bf16; reference shape: tokens [1, 16, 1024, D] with per-sample modulation."""
-    from .aot import make_spec
+    from .aot_spec import make_spec
+    from .roofline import adaln_modulate_work, gated_residual_adaln_work
 
     tok = {k: [f"s{k}_{i}" for i in ("g0", "g1", "r0", "r1", "d")]
            for k in ("x", "y", "r", "o", "do", "dr", "dx", "dy")}
@@ -386,11 +387,12 @@ def aot_kernels(arch: str) -> list:
     specs = []
     for d in (384, 1152):
         br, bd, warps = _blocks(d)
-        n = 16 * 1024 * d * 2  # bytes of one token tensor
         for res in (True, False):
             kind = "gated_residual_adaln" if res else "adaln_modulate"
-            for name, fn, nbytes, flops in ((f"{kind}_fwd", _adaln_fwd, (4 if res else 2) * n, 10 * n),
-                                            (f"{kind}_bwd", _adaln_bwd, (6 if res else 3) * n, 20 * n)):
+            model = gated_residual_adaln_work if res else adaln_modulate_work
+            fw, bw = (model(16 * 1024, d, 1, 2, mode=m) for m in ("fwd", "bwd"))
+            for name, fn, nbytes, flops in ((f"{kind}_fwd", _adaln_fwd, fw.bytes, fw.flops),
+                                            (f"{kind}_bwd", _adaln_bwd, bw.bytes, bw.flops)):
                 specs.append(make_spec(
                     name, fn,
                     pointers={a: ("fp32" if a in fp32 else "bf16") for a in fn.arg_names if a in pointers},

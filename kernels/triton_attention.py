@@ -33,6 +33,7 @@ import triton.language as tl
 
 from . import dispatch
 from .triton_common import (
+    LOG2E,
     AttnPlan,
     arch_of,
     attention_out_shape,
@@ -41,14 +42,16 @@ from .triton_common import (
     define_attention_op,
     dot_precision,
     empty_attention_out,
+    grad_buffer,
     interpreting,
+    mask_arg,
     next_pow2,
     poisoned,
+    reduce_grad,
     upcast_for,
 )
 
 MAX_HEAD_DIM = 256
-LOG2E = 1.4426950408889634
 
 
 # ============================================================================ kernels
@@ -345,10 +348,6 @@ def _interp_meta() -> dict:
 
 
 # ============================================================================ launchers
-def _mask_arg(mask: torch.Tensor | None, q: torch.Tensor) -> torch.Tensor:
-    return q if mask is None else mask.view(torch.uint8)
-
-
 def _launch_fwd(q, k, v, mask, scale: float) -> tuple[torch.Tensor, torch.Tensor]:
     batch, out_shape = attention_out_shape(q, k, v, mask)
     o = empty_attention_out(q, out_shape)
@@ -364,7 +363,7 @@ def _launch_fwd(q, k, v, mask, scale: float) -> tuple[torch.Tensor, torch.Tensor
     block_d = next_pow2(d)
     fn = _launcher(_attn_fwd, FWD_CONFIGS, block_d, q.device)
     grid = lambda meta: (triton.cdiv(lq, meta["BLOCK_M"]), nbh)  # noqa: E731
-    fn[grid](q, k, v, o, lse, _mask_arg(mask, q),
+    fn[grid](q, k, v, o, lse, mask_arg(mask, q),
              *st["q"], *st["k"], *st["v"], *st["o"], *(st["mask"] if mask is not None else (0, 0, 0)),
              plan.n1, h, lq, lk, d, scale * LOG2E,
              HAS_MASK=mask is not None, UPCAST=upcast_for(q.dtype), DOT_PREC=dot_precision(q.dtype),
@@ -372,26 +371,13 @@ def _launch_fwd(q, k, v, mask, scale: float) -> tuple[torch.Tensor, torch.Tensor
     return o, lse
 
 
-def _grad_buffer(t: torch.Tensor, full_shape: tuple[int, ...]) -> torch.Tensor:
-    """Where a kernel writes a gradient: t's shape if t is not broadcast, else fp32 full shape."""
-    if tuple(t.shape) == tuple(full_shape):
-        return poisoned(torch.empty(full_shape, device=t.device, dtype=t.dtype))
-    return poisoned(torch.empty(full_shape, device=t.device, dtype=torch.float32))
-
-
-def _reduce_grad(g: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-    if tuple(g.shape) == tuple(t.shape):
-        return g
-    return g.sum_to_size(t.shape).to(t.dtype).contiguous()
-
-
 def _launch_bwd(do, q, k, v, o, lse, mask, scale: float):
     batch, out_shape = attention_out_shape(q, k, v, mask)
     lq, h, d = q.shape[-3:]
     lk = k.shape[-3]
-    dq = _grad_buffer(q, batch + tuple(q.shape[-3:]))
-    dk = _grad_buffer(k, batch + tuple(k.shape[-3:]))
-    dv = _grad_buffer(v, batch + tuple(v.shape[-3:]))
+    dq = grad_buffer(q, batch + tuple(q.shape[-3:]))
+    dk = grad_buffer(k, batch + tuple(k.shape[-3:]))
+    dv = grad_buffer(v, batch + tuple(v.shape[-3:]))
     bufs = {"do": do, "dq": dq, "dk": dk, "dv": dv}
     plan = attention_plan(q, k, v, o.stride(), mask, bufs)
     if isinstance(plan, str):  # an upstream op handed us dO with strides that do not fold: pack it
@@ -400,7 +386,7 @@ def _launch_bwd(do, q, k, v, o, lse, mask, scale: float):
         plan = attention_plan(q, k, v, o.stride(), mask, bufs)
     assert isinstance(plan, AttnPlan), plan
     if do.numel() == 0:
-        return _reduce_grad(dq.zero_(), q), _reduce_grad(dk.zero_(), k), _reduce_grad(dv.zero_(), v)
+        return reduce_grad(dq.zero_(), q), reduce_grad(dk.zero_(), k), reduce_grad(dv.zero_(), v)
     nbh = plan.n0 * plan.n1 * h
     st = plan.strides
     block_d = next_pow2(d)
@@ -414,15 +400,15 @@ def _launch_bwd(do, q, k, v, o, lse, mask, scale: float):
     fn = _launcher(_attn_bwd_dkdv, DKDV_CONFIGS, block_d, q.device)
     for which in ([(True, False), (False, True)] if block_d > SPLIT_DKDV_ABOVE else [(True, True)]):
         fn[lambda meta: (triton.cdiv(lk, meta["BLOCK_N"]), nbh)](
-            q, k, v, do, lse, delta, _mask_arg(mask, q), dk, dv,
+            q, k, v, do, lse, delta, mask_arg(mask, q), dk, dv,
             *st["q"], *st["k"], *st["v"], *st["do"], *mst, *st["dk"], *st["dv"],
             plan.n1, h, lq, lk, d, scale * LOG2E, scale, COMPUTE_DK=which[0], COMPUTE_DV=which[1], **common)
     fn = _launcher(_attn_bwd_dq, DQ_CONFIGS, block_d, q.device)
     fn[lambda meta: (triton.cdiv(lq, meta["BLOCK_M"]), nbh)](
-        q, k, v, do, lse, delta, _mask_arg(mask, q), dq,
+        q, k, v, do, lse, delta, mask_arg(mask, q), dq,
         *st["q"], *st["k"], *st["v"], *st["do"], *mst, *st["dq"],
         plan.n1, h, lq, lk, d, scale * LOG2E, scale, **common)
-    return _reduce_grad(dq, q), _reduce_grad(dk, k), _reduce_grad(dv, v)
+    return reduce_grad(dq, q), reduce_grad(dk, k), reduce_grad(dv, v)
 
 
 # ============================================================================ custom ops
@@ -455,7 +441,8 @@ def _ref_shape(d: int) -> tuple[str, int, int, int]:
 
 def aot_kernels(arch: str) -> list:
     """Every kernel x GPU config for ``arch``, bf16 operands on tensor cores (the GPU path, UPCAST off)."""
-    from .aot import make_spec
+    from .aot_spec import make_spec
+    from .roofline import flash_kernel_work
 
     specs = []
     strides = {k: [f"s{k}{i}" for i in ("0", "1", "l", "h", "d")] for k in ("q", "k", "v", "o", "g", "dk", "dv", "dq")}
@@ -465,11 +452,11 @@ def aot_kernels(arch: str) -> list:
            "DV": "bf16", "LSE": "fp32", "DELTA": "fp32", "MASK": "u8"}
     for bd in sorted(FWD_CONFIGS[arch]):
         label, nh, L, d = _ref_shape(bd)
-        elt = 2 * nh * L * d  # bytes of one q/k/v/o tensor
+        work = {k: flash_kernel_work(k, nh, L, L, d, 2) for k in ("fwd", "bwd_dkdv", "bwd_dq", "bwd_delta")}
         for name, fn, table, flops, nbytes in (
-                ("flash_fwd", _attn_fwd, FWD_CONFIGS, 4 * nh * L * L * d, 4 * elt + 4 * nh * L),
-                ("flash_bwd_dkdv", _attn_bwd_dkdv, DKDV_CONFIGS, 8 * nh * L * L * d, 6 * elt + 8 * nh * L),
-                ("flash_bwd_dq", _attn_bwd_dq, DQ_CONFIGS, 6 * nh * L * L * d, 5 * elt + 8 * nh * L)):
+                ("flash_fwd", _attn_fwd, FWD_CONFIGS, work["fwd"].flops, work["fwd"].bytes),
+                ("flash_bwd_dkdv", _attn_bwd_dkdv, DKDV_CONFIGS, work["bwd_dkdv"].flops, work["bwd_dkdv"].bytes),
+                ("flash_bwd_dq", _attn_bwd_dq, DQ_CONFIGS, work["bwd_dq"].flops, work["bwd_dq"].bytes)):
             variants: list[tuple[str, dict]] = [("", {})]
             if name == "flash_fwd":
                 variants = [("", {"HAS_MASK": False}), ("_mask", {"HAS_MASK": True})]
@@ -490,6 +477,6 @@ def aot_kernels(arch: str) -> list:
         specs.append(make_spec(
             "flash_bwd_delta", _attn_bwd_delta, pointers={"Out": "bf16", "DO": "bf16", "DELTA": "fp32"},
             constexprs=dict(BLOCK_M=_delta_block(bd), BLOCK_D=bd), ones=["sod", "sgd"], div16=div16, num_warps=4,
-            num_stages=1, config=f"D{bd} M{_delta_block(bd)} w4", shape=label, flops=2 * nh * L * d,
-            nbytes=2 * elt + 4 * nh * L))
+            num_stages=1, config=f"D{bd} M{_delta_block(bd)} w4", shape=label, flops=work["bwd_delta"].flops,
+            nbytes=work["bwd_delta"].bytes))
     return specs

@@ -123,17 +123,6 @@ def expanded_strides(t: torch.Tensor, shape: tuple[int, ...]) -> tuple[int, ...]
     return tuple(t.expand(shape).stride())
 
 
-# ---------------------------------------------------------------------------- roofline numbers
-H100_BF16_FLOPS = 989e12  # dense bf16 tensor-core FLOP/s, H100 SXM
-H100_HBM_BYTES = 3.35e12  # HBM3 bytes/s, H100 SXM
-
-
-def floor_us(flops: float, nbytes: float) -> tuple[float, str]:
-    """The roofline floor on an H100 SXM in microseconds, and which side bounds it."""
-    tc, tm = flops / H100_BF16_FLOPS, nbytes / H100_HBM_BYTES
-    return max(tc, tm) * 1e6, ("compute" if tc >= tm else "memory")
-
-
 # ---------------------------------------------------------------------------- attention plumbing
 class AttnPlan:
     """How an attention call maps onto a kernel's ``(b0, b1, l, h, d)`` index space.
@@ -208,6 +197,29 @@ def attention_plan(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, o_strides:
     for n, bs in zip(names, bstrides, strict=True):
         strides[n] = tuple(bs) + tuple(full[n][nb:])
     return AttnPlan(batch, n0, n1, strides)
+
+
+LOG2E = 1.4426950408889634  # the kernels run softmax in base 2: exp(x) = exp2(x * log2(e))
+
+
+def mask_arg(mask: torch.Tensor | None, q: torch.Tensor) -> torch.Tensor:
+    """The key-padding mask as the kernels read it (uint8 view of the bool), or any tensor as a dummy."""
+    return q if mask is None else mask.view(torch.uint8)
+
+
+def grad_buffer(t: torch.Tensor, full_shape: tuple[int, ...]) -> torch.Tensor:
+    """Where a kernel writes a gradient: t's shape if t is not broadcast, else fp32 at the full shape
+    (summed back to t's shape by :func:`reduce_grad`)."""
+    if tuple(t.shape) == tuple(full_shape):
+        return poisoned(torch.empty(full_shape, device=t.device, dtype=t.dtype))
+    return poisoned(torch.empty(full_shape, device=t.device, dtype=torch.float32))
+
+
+def reduce_grad(g: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """A gradient written by :func:`grad_buffer` back in ``t``'s (broadcast) shape and dtype."""
+    if tuple(g.shape) == tuple(t.shape):
+        return g
+    return g.sum_to_size(t.shape).to(t.dtype).contiguous()
 
 
 def attention_reason(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None,

@@ -130,13 +130,14 @@ dispatch.register("rope3d", "triton", rope3d, check)
 def aot_kernels(arch: str) -> list:
     """Forward (the backward is the same kernel with SIGN=-1) at head dims 64 and 72 (XL/2), bf16;
     reference shape: q of a B1 T16 S1024 video, H*D = 384."""
-    from .aot import make_spec
+    from .aot_spec import make_spec
+    from .roofline import rope3d_work
 
     specs = []
     for d in (64, 72):
         br, bh, warps = _blocks(d // 2)
         h = 384 // d
-        n = 16 * 1024 * h * d  # elements of q
+        work = rope3d_work(16 * 1024 * h * d, 16 * 1024 * d // 2, 2)  # q's elements, one table's [T, S, D/2]
         for sign in (1, -1):
             specs.append(make_spec(
                 "rope3d_fwd" if sign == 1 else "rope3d_bwd", _rope3d,
@@ -145,5 +146,5 @@ def aot_kernels(arch: str) -> list:
                 ones=["sx_d", "so_d", "sc_d", "ss_d"],
                 div16=["sx_b", "sx_t", "sx_s", "so_b", "so_t", "so_s", "sc_t", "ss_t"],
                 num_warps=warps, num_stages=1, config=f"D{d} R{br} HALF{bh} w{warps}",
-                shape=f"q [1, 16, 1024, {h}, {d}] bf16", flops=3 * n, nbytes=4 * n + 16 * 1024 * d * 4))
+                shape=f"q [1, 16, 1024, {h}, {d}] bf16", flops=work.flops, nbytes=work.bytes))
     return specs

@@ -30,8 +30,8 @@ import triton
 import triton.language as tl
 
 from . import dispatch
-from .triton_attention import LOG2E, _grad_buffer, _mask_arg, _reduce_grad
 from .triton_common import (
+    LOG2E,
     AttnPlan,
     arch_of,
     attention_out_shape,
@@ -40,9 +40,12 @@ from .triton_common import (
     define_attention_op,
     dot_precision,
     empty_attention_out,
+    grad_buffer,
     interpreting,
+    mask_arg,
     next_pow2,
     poisoned,
+    reduce_grad,
     upcast_for,
 )
 
@@ -269,7 +272,7 @@ def _launch_fwd(q, k, v, mask, scale: float):
     fn = _launcher(_packed_fwd, FWD_CONFIGS, block_d, q.device)
     t_pad = _t_pad(lq, lk)
     fn[_grid(nseq, t_pad)](
-        q, k, v, o, lse, _mask_arg(mask, q),
+        q, k, v, o, lse, mask_arg(mask, q),
         *st["q"], *st["k"], *st["v"], *st["o"], *(st["mask"] if mask is not None else (0, 0, 0)),
         plan.n1, h, nseq, lq, lk, d, scale * LOG2E,
         HAS_MASK=mask is not None, UPCAST=upcast_for(q.dtype), DOT_PREC=dot_precision(q.dtype),
@@ -281,9 +284,9 @@ def _launch_bwd(do, q, k, v, o, lse, mask, scale: float):
     batch, _ = attention_out_shape(q, k, v, mask)
     lq, h, d = q.shape[-3:]
     lk = k.shape[-3]
-    dq = _grad_buffer(q, batch + tuple(q.shape[-3:]))
-    dk = _grad_buffer(k, batch + tuple(k.shape[-3:]))
-    dv = _grad_buffer(v, batch + tuple(v.shape[-3:]))
+    dq = grad_buffer(q, batch + tuple(q.shape[-3:]))
+    dk = grad_buffer(k, batch + tuple(k.shape[-3:]))
+    dv = grad_buffer(v, batch + tuple(v.shape[-3:]))
     bufs = {"do": do, "dq": dq, "dk": dk, "dv": dv}
     plan = attention_plan(q, k, v, o.stride(), mask, bufs)
     if isinstance(plan, str):
@@ -292,20 +295,20 @@ def _launch_bwd(do, q, k, v, o, lse, mask, scale: float):
         plan = attention_plan(q, k, v, o.stride(), mask, bufs)
     assert isinstance(plan, AttnPlan), plan
     if do.numel() == 0:
-        return _reduce_grad(dq.zero_(), q), _reduce_grad(dk.zero_(), k), _reduce_grad(dv.zero_(), v)
+        return reduce_grad(dq.zero_(), q), reduce_grad(dk.zero_(), k), reduce_grad(dv.zero_(), v)
     nseq = plan.n0 * plan.n1 * h
     st = plan.strides
     block_d = next_pow2(d)
     fn = _launcher(_packed_bwd, BWD_CONFIGS, block_d, q.device)
     t_pad = _t_pad(lq, lk)
     fn[_grid(nseq, t_pad)](
-        q, k, v, o, do, lse, _mask_arg(mask, q), dq, dk, dv,
+        q, k, v, o, do, lse, mask_arg(mask, q), dq, dk, dv,
         *st["q"], *st["k"], *st["v"], *st["o"], *st["do"], *(st["mask"] if mask is not None else (0, 0, 0)),
         *st["dq"], *st["dk"], *st["dv"],
         plan.n1, h, nseq, lq, lk, d, scale * LOG2E, scale,
         HAS_MASK=mask is not None, UPCAST=upcast_for(q.dtype), DOT_PREC=dot_precision(q.dtype),
         T_PAD=t_pad, BLOCK_D=block_d, **_meta(t_pad))
-    return _reduce_grad(dq, q), _reduce_grad(dk, k), _reduce_grad(dv, v)
+    return reduce_grad(dq, q), reduce_grad(dk, k), reduce_grad(dv, v)
 
 
 # ============================================================================ custom ops
@@ -340,7 +343,8 @@ dispatch.register("attention", "triton", packed_attention, check, priority=10)
 def aot_kernels(arch: str) -> list:
     """Every kernel x GPU config, bf16 operands (the GPU path, UPCAST off); reference shape: the
     temporal view of a B1 T16 S1024 video (H*D = 384), i.e. B*S*H sequences of 16 frames."""
-    from .aot import make_spec
+    from .aot_spec import make_spec
+    from .roofline import attention_work
 
     specs = []
     strides = {k: [f"s{k}{i}" for i in ("0", "1", "l", "h", "d")] for k in ("q", "k", "v", "o", "g", "dk", "dv", "dq")}
@@ -356,10 +360,8 @@ def aot_kernels(arch: str) -> list:
                 for t in REPORT_T_PADS:
                     if not _fits(blk, t_pads, t):
                         continue
-                    nseq = s * h
-                    elt = 2 * nseq * t * bd
-                    flops, nbytes = ((4 * nseq * t * t * bd, 4 * elt + 4 * nseq * t) if name == "packed_fwd" else
-                                     (10 * nseq * t * t * bd, 8 * elt + 4 * nseq * t))
+                    work = attention_work(s * h, 1, t, t, bd, 2, mode="fwd" if name == "packed_fwd" else "bwd")
+                    flops, nbytes = work.flops, work.bytes  # one fused backward kernel: the minimum
                     specs.append(make_spec(
                         name, fn, pointers={p: ty for p, ty in ptr.items() if p in fn.arg_names},
                         constexprs=dict(HAS_MASK=False, UPCAST=False, DOT_PREC="tf32", T_PAD=t, BLOCK=blk,
