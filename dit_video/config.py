@@ -1,8 +1,8 @@
 """Configuration schemas: dataclasses usable as omegaconf structured configs.
 
 No model code here. ``VideoDiTConfig`` describes the backbone; presets mirror Latte's sizes
-(S/2, B/2, L/2, XL/2) plus ``tiny`` for the CPU demo. The same presets live as YAML in
-``configs/model/`` (a test keeps the two in sync).
+(S/2, B/2, L/2, XL/2) plus ``tiny`` for the CPU demo. :data:`PRESETS` is the one place they live
+(a recipe names one as ``model.preset``; ``dit-video info --preset NAME --yaml`` prints it as YAML).
 """
 
 from __future__ import annotations
@@ -155,8 +155,3 @@ PRESETS: dict[str, dict[str, Any]] = {
     "L/2": dict(_LATTE, hidden_size=1024, depth=24, num_heads=16),
     "XL/2": dict(_LATTE, hidden_size=1152, depth=28, num_heads=16),
 }
-
-
-def preset_file_name(name: str) -> str:
-    """``configs/model/<this>.yaml`` for a preset name (``XL/2`` -> ``xl_2``)."""
-    return name.lower().replace("/", "_")

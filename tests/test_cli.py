@@ -27,6 +27,13 @@ def test_info_prints_architecture_and_parameters(capsys):
     assert "14 spatial, 14 temporal" in out and "(673.8M)" in out
     assert main(["info", "--preset", "tiny", "depth=2", "positions=rope3d"]) == 0
     assert "positions rope3d" in capsys.readouterr().out
+    assert main(["info", "--preset", "XL/2", "--yaml"]) == 0  # a preset as a recipe section, loadable as one
+    from omegaconf import OmegaConf
+
+    from dit_video.config import VideoDiTConfig
+
+    section = OmegaConf.to_container(OmegaConf.create(capsys.readouterr().out))["model"]
+    assert VideoDiTConfig.from_dict(section) == VideoDiTConfig.from_preset("XL/2")
 
 
 def test_user_errors_are_one_line(capsys):
@@ -43,7 +50,7 @@ def test_console_script_runs():
     assert out.returncode == 0 and "make-synthetic" in out.stdout
 
 
-# Who may import whom (DESIGN.md): lower layers never import upper ones. dit_video/errors.py (one base
+# Who may import whom (docs/design.md): lower layers never import upper ones. dit_video/errors.py (one base
 # class, no imports) may be imported by any layer but kernels.
 LAYERS = {
     "kernels": set(),  # kernels import nothing from dit_video (dit_video._C and dit_video.kernels excepted)

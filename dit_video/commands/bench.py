@@ -1,13 +1,15 @@
-"""``dit-video bench {kernels,e2e,data,all} [...]``: the same as ``python -m benchmarks ...``.
+"""``dit-video bench ARGS...``: runs ``python -m benchmarks ARGS...`` in a child process.
 
 ``benchmarks/`` is a top-level directory of the source checkout, not part of the installed
-package: this command finds it next to the ``dit_video`` package (an editable install) or in the
-current directory, and says so plainly when neither has it.
+package (nothing in ``dit_video`` imports it): this command finds it next to the ``dit_video``
+package (an editable install) or in the current directory, runs it there, and says so plainly
+when neither has it. ``dit-video bench --help`` shows the benchmarks' own options.
 """
 
 from __future__ import annotations
 
 import argparse
+import subprocess
 import sys
 from pathlib import Path
 
@@ -21,7 +23,12 @@ def find_benchmarks() -> Path | None:
     return None
 
 
-def _import_cli():
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("rest", nargs=argparse.REMAINDER,
+                   help="arguments of python -m benchmarks, e.g. `kernels --quick` (`all --help` lists them)")
+
+
+def run(args: argparse.Namespace) -> int:
     root = find_benchmarks()
     if root is None:
         raise FileNotFoundError(
@@ -29,22 +36,4 @@ def _import_cli():
             f"({Path(__file__).resolve().parents[2]}) or in the current directory ({Path.cwd()}): "
             "`dit-video bench` runs from a source checkout -- clone the repository, `pip install -e .`, "
             "and run it (or `python -m benchmarks ...`) from the repository root")
-    if str(root) not in sys.path:
-        sys.path.insert(0, str(root))
-    from benchmarks import cli
-
-    return cli
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    try:
-        cli = _import_cli()
-    except FileNotFoundError:
-        p.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
-        return
-    cli.add_arguments(p)
-
-
-def run(args: argparse.Namespace) -> int:
-    cli = _import_cli()  # raises the clear FileNotFoundError when benchmarks/ is missing
-    return cli.run(args)
+    return subprocess.call([sys.executable, "-m", "benchmarks", *args.rest], cwd=root)

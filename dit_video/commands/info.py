@@ -1,4 +1,5 @@
-"""``dit-video info --preset NAME [key=value ...]``: architecture and parameter count."""
+"""``dit-video info --preset NAME [key=value ...] [--yaml]``: architecture and parameter count, or the
+preset (with the overrides) as a recipe's ``model:`` section."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
     p.add_argument("--preset", default="S/2", help=f"one of {', '.join(PRESETS)} (default S/2)")
     p.add_argument("overrides", nargs="*", help="config overrides, e.g. depth=4 positions=rope3d")
+    p.add_argument("--yaml", action="store_true", help="print the config as a recipe's model: section instead")
 
 
 def describe(model) -> str:
@@ -47,6 +49,11 @@ def run(args: argparse.Namespace) -> int:
 
     overrides = load_dotlist(args.overrides) if args.overrides else {}
     cfg = VideoDiTConfig.from_preset(args.preset, **overrides)
+    if args.yaml:
+        from omegaconf import OmegaConf
+
+        print(OmegaConf.to_yaml({"model": cfg.to_dict()}), end="")
+        return 0
     with torch.device("meta"):
         model = VideoDiT(cfg)
     print(describe(model))

@@ -1,4 +1,4 @@
-"""``dit-video sample WEIGHTS --prompt "..." [--cond-video F --cond-frames k] [--steps N --cfg S
+"""``dit-video sample WEIGHTS --prompt "..." [--cond-video F --cond-frames k] [--steps N --guidance S
 --sampler NAME --seed N] --out out.mp4``: sample clips from exported weights (mp4 + gif)."""
 
 from __future__ import annotations
@@ -15,7 +15,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cond-frames", type=int, default=0, help="how many frames of --cond-video to keep")
     p.add_argument("--frames", type=int, default=None, help="frames to generate (default: the model's)")
     p.add_argument("--steps", type=int, default=None, help="sampling steps (default: the recipe's sample.steps)")
-    p.add_argument("--cfg", type=float, default=None, help="classifier-free guidance scale (1: off)")
+    p.add_argument("--guidance", type=float, default=None, help="classifier-free guidance scale (1: off; default: "
+                                                                "the recipe's sample.guidance_scale)")
+    p.add_argument("--cfg", dest="guidance", type=float, help=argparse.SUPPRESS)  # the old name, kept working
     p.add_argument("--sampler", default=None, help="euler, heun, ddim, dpmpp_2m (default: the objective's)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--fps", type=int, default=None)
@@ -55,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
     videos = pipe.generate(args.prompt, args.label, num_frames=args.frames,
                            steps=s.steps if args.steps is None else args.steps,
                            sampler=args.sampler or s.sampler,
-                           guidance_scale=s.guidance_scale if args.cfg is None else args.cfg, seed=args.seed,
+                           guidance_scale=s.guidance_scale if args.guidance is None else args.guidance, seed=args.seed,
                            cond_video=cond, cond_frames=args.cond_frames, progress=True)
     out = Path(args.out)
     scale = args.scale or max(1, 128 // max(videos.shape[-2:]))

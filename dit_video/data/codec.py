@@ -113,7 +113,7 @@ def plan_indices(n: int, src_fps: float, plan: ClipPlan) -> tuple[list[int], boo
 def _decode_decord(data: bytes, plan: ClipPlan) -> tuple[np.ndarray, dict]:
     import decord
 
-    decord.bridge.set_bridge("native")  # per thread: set where decoding runs (see DESIGN.md, known traps)
+    decord.bridge.set_bridge("native")  # per thread: set where decoding runs (docs/design.md, known traps)
     vr = decord.VideoReader(io.BytesIO(data), ctx=decord.cpu(0), num_threads=plan.threads)
     n, fps = len(vr), float(vr.get_avg_fps())
     idx, padded = plan_indices(n, fps, plan)

@@ -66,7 +66,7 @@ class SamplingPipeline:
         mc = self.model.config
         cond, uncond = self.conditioner.sampling_kwargs(self.model, prompts, labels)
         if guidance_scale != 1.0 and uncond is None:
-            raise ValueError("classifier-free guidance (--cfg != 1) needs a conditional model")
+            raise ValueError("classifier-free guidance (--guidance != 1) needs a conditional model")
         t = num_frames or mc.num_frames
         shape = (b, mc.in_channels, t, *mc.sample_size)
         dtype = next(self.model.parameters()).dtype

@@ -66,6 +66,21 @@ class MetricsLogger:
             self.writer = None
 
 
+def read_events(path: str | Path, event: str) -> list[dict[str, Any]]:
+    """The rows of one event kind (``skipped_nonfinite``, ``sample_eval``), in file order."""
+    p = Path(path)
+    out = []
+    if p.is_file():
+        for line in p.read_text(errors="replace").splitlines():
+            try:
+                row = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(row, dict) and row.get("event") == event:
+                out.append(row)
+    return out
+
+
 def read_metrics(path: str | Path) -> list[dict[str, Any]]:
     """Rows of a ``metrics.jsonl``; after a resume, a later row for a step replaces the earlier one.
 
@@ -85,7 +100,7 @@ def read_metrics(path: str | Path) -> list[dict[str, Any]]:
             except (ValueError, KeyError, TypeError):
                 bad += 1
                 continue
-            if row.get("event") is None:
+            if row.get("event") is None:  # event rows (skipped steps, sample evals) ride beside the step rows
                 rows[step] = row
     if bad:
         log.warning("%s: skipped %d unreadable line(s) (torn by a crash?)", p, bad)

@@ -464,7 +464,17 @@ class Trainer:
         for i, v in enumerate(videos):
             paths += write_video(v, out / f"{name}_{i}.mp4", fps=s.fps, scale=scale)
         names = list(s.prompts)
-        paths.append(filmstrip([upscale(to_uint8_frames(v), 1) for v in videos], names, out / f"{name}.png"))
+        frames = [to_uint8_frames(v) for v in videos]
+        paths.append(filmstrip([upscale(f, 1) for f in frames], names, out / f"{name}.png"))
+        if s.eval:  # temporal consistency, motion and (synthetic captions) persistence of these samples
+            from ..eval import evaluate_clips, scalars, to_json
+
+            res = evaluate_clips(frames, prompts if prompts else None, fps=s.fps)
+            (out / f"{name}_eval.json").write_text(to_json(res))
+            paths.append(out / f"{name}_eval.json")
+            self.metrics.log(self.step, scalars(res), event="sample_eval")
+            log.info("sample eval at step %d: %s", self.step,
+                     ", ".join(f"{k.split('/')[1]} {v:.4g}" for k, v in scalars(res).items()))
         return paths
 
 

@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-from omegaconf import OmegaConf
 from torch.utils._python_dispatch import TorchDispatchMode
 
 import dit_video.models.videodit as videodit_mod
 from dit_video import PRESETS, VideoDiT, VideoDiTConfig
-from dit_video.config import preset_file_name
 from dit_video.kernels.layout import empty_in_layout_of
 from dit_video.kernels.reference import attention_ref
 
@@ -195,15 +193,6 @@ def test_preset_parameter_counts():
     # Latte's class-conditional XL/2 (101 classes, learned sigma, adaLN-Zero): 673.8M parameters
     assert round(counts["XL/2"] / 1e6, 1) == 673.8
     assert counts["tiny"] < counts["S/2"] < counts["B/2"] < counts["L/2"] < counts["XL/2"]
-
-
-@pytest.mark.parametrize("name", list(PRESETS))
-def test_yaml_presets_match(name):
-    from pathlib import Path
-
-    path = Path(__file__).resolve().parents[2] / "configs" / "model" / f"{preset_file_name(name)}.yaml"
-    yaml_cfg = OmegaConf.merge(OmegaConf.structured(VideoDiTConfig), OmegaConf.load(path))
-    assert OmegaConf.to_container(yaml_cfg) == VideoDiTConfig.from_preset(name).to_dict()
 
 
 # ------------------------------------------------------------------------------------------------ no copies

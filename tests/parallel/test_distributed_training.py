@@ -172,7 +172,7 @@ def test_two_simulated_nodes_train_checkpoint_and_resume(tmp_path, pshards):
                                    port, "-m", *args], cwd=tmp_path, env=_env(), stdout=subprocess.PIPE,
                                   stderr=subprocess.PIPE, text=True) for n in (0, 1)]
         res = [p.communicate(timeout=420) for p in procs]
-        for p, (o, e) in zip(procs, res):
+        for p, (_, e) in zip(procs, res):
             assert p.returncode == 0, e[-3000:]
         return res
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from train_helpers import DEMO
+from train_helpers import DEMO, cli_error
 
 from dit_video.cli import main
 from dit_video.pipeline import recipe_from_yaml
@@ -63,8 +63,8 @@ def test_inconsistent_recipes_are_clear_errors():
 
 def test_cli_reports_config_errors_in_one_line(capsys, tmp_path):
     assert main(["train", str(DEMO), "model.foo=1", f"train.out_dir={tmp_path}"]) == 2
-    err = capsys.readouterr().err
-    assert "model.foo" in err and "Traceback" not in err and err.count("\n") == 1
+    err = cli_error(capsys.readouterr().err)
+    assert "model.foo" in err and err.startswith("dit-video train: error:")
 
 
 @pytest.mark.parametrize("stage", [1, 2, 3])
