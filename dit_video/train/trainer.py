@@ -311,12 +311,15 @@ class Trainer:
         n = self.cfg.train.grad_accum
         losses, tokens, clips, keys = [], 0, 0, []
         extra: dict[str, float] = {}
+        wait = 0.0  # seconds this step waited for the loader (it should be ~0: decoding runs ahead in workers)
         for i in range(n):
+            tw = time.perf_counter()
             try:
                 batch = next(it)
             except StopIteration:
                 raise RuntimeError("the data loader ran out of batches (data.epochs too small for train.steps)") \
                     from None
+            wait += time.perf_counter() - tw
             loss, logs, n_tokens = self._micro_step(batch, last=i == n - 1)
             losses.append(loss)
             tokens += n_tokens
@@ -346,6 +349,8 @@ class Trainer:
             "lr": float(self.engine.get_lr()[0]),
             "tokens_per_s": agg[2].item() / self.layout.sp_size / mean_dt,  # a shared clip counts once
             "clips_per_s": agg[3].item() / self.layout.sp_size / mean_dt,
+            "data_wait_s": wait,
+            "data_wait_frac": wait / dt,
             "applied": float(applied),
             "skipped_total": float(self.guard.skipped),
             **{f"diffusion/{k}": v for k, v in extra.items()},

@@ -87,7 +87,8 @@ def test_resume_after_kill_reproduces_losses_bitwise(tmp_path, shards):
     assert all(torch.equal(sd[k], a["dit." + k]) for k in sd)
     assert (tmp_path / "weights" / "text_encoder.safetensors").is_file()
     rows = [json.loads(x) for x in (full / "metrics.jsonl").read_text().splitlines()]
-    assert {"grad_norm", "lr", "tokens_per_s", "clips_per_s", "loader/samples"} <= rows[-1].keys()
+    assert {"grad_norm", "lr", "tokens_per_s", "clips_per_s", "data_wait_s", "loader/samples"} <= rows[-1].keys()
+    assert 0 <= rows[-1]["data_wait_frac"] <= 1
     assert (full / "loss.png").is_file() and any((full / "tb").iterdir())
 
 
