@@ -8,7 +8,7 @@
 
 from .config import DiffusionConfig
 from .guidance import cfg_combine, cfg_drop_mask
-from .objectives import Diffusion, FlowMatching, GaussianDiffusion, build_diffusion
+from .objectives import Diffusion, EpsDiffusion, FlowMatching, GaussianDiffusion, VDiffusion, build_diffusion
 from .samplers import DEFAULT_SAMPLER, SAMPLERS, Sampler, check_sampler
 from .sampling import sample, sample_long
 
@@ -16,8 +16,10 @@ __all__ = [
     "DEFAULT_SAMPLER",
     "Diffusion",
     "DiffusionConfig",
+    "EpsDiffusion",
     "FlowMatching",
     "GaussianDiffusion",
+    "VDiffusion",
     "SAMPLERS",
     "Sampler",
     "build_diffusion",

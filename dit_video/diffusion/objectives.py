@@ -68,13 +68,17 @@ class Diffusion:
         return _expand(a, x0).to(x0.dtype) * x0 + _expand(s, x0).to(x0.dtype) * noise
 
     def target(self, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        """What the model is trained to predict at ``x_t = add_noise(x0, noise, t)``."""
-        if self.objective == "flow":
-            return noise - x0
-        if self.objective == "eps":
-            return noise
-        a, s = self.alpha_sigma(t)
-        return _expand(a, x0).to(x0.dtype) * noise - _expand(s, x0).to(x0.dtype) * x0
+        """What the model is trained to predict at ``x_t = add_noise(x0, noise, t)`` (each objective's own)."""
+        raise NotImplementedError
+
+    def _invert(self, x: torch.Tensor, p: torch.Tensor, a: torch.Tensor, s: torch.Tensor
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(x0, eps)`` from ``x_t`` and a target-space prediction ``p`` (each objective's own algebra)."""
+        raise NotImplementedError
+
+    def _min_snr_weight(self, snr: torch.Tensor, clipped: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+        """The loss weight that makes the objective's loss ``min(SNR, gamma) * |x0_hat - x0|^2``."""
+        raise NotImplementedError
 
     def prediction_to_target(self, x_t: torch.Tensor, t: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
         """The network's output in the space of :meth:`target` (identity unless flow with ``prediction="x0"``)."""
@@ -87,16 +91,7 @@ class Diffusion:
     def x0_eps(self, x_t: torch.Tensor, t: torch.Tensor, pred: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Invert a network output to ``(x0_hat, eps_hat)`` at ``x_t`` (fp32 math, result in x_t's dtype)."""
         a, s = (_expand(c, x_t) for c in self.alpha_sigma(t))
-        x, p = x_t.float(), self.prediction_to_target(x_t, t, pred).float()
-        if self.objective == "flow":  # x = (1-u) x0 + u eps, p = eps - x0
-            x0 = x - s * p
-            eps = x + a * p
-        elif self.objective == "eps":
-            eps = p
-            x0 = (x - s * p) / a.clamp_min(1e-12)
-        else:  # v = a eps - s x0; a^2 + s^2 = 1
-            x0 = a * x - s * p
-            eps = s * x + a * p
+        x0, eps = self._invert(x_t.float(), self.prediction_to_target(x_t, t, pred).float(), a, s)
         return x0.to(x_t.dtype), eps.to(x_t.dtype)
 
     def loss_weight(self, t: torch.Tensor) -> torch.Tensor | None:
@@ -109,13 +104,7 @@ class Diffusion:
         if gamma is None:
             return None
         snr = self.snr(t)
-        clipped = snr.clamp(max=gamma)
-        if self.objective == "eps":
-            return clipped / snr.clamp_min(1e-12)
-        if self.objective == "v":
-            return clipped / (snr + 1)
-        _, s = self.alpha_sigma(t)
-        return clipped * s**2
+        return self._min_snr_weight(snr, snr.clamp(max=gamma), self.alpha_sigma(t)[1])
 
     # ---------------------------------------------------------------- training
     def sample_timesteps(self, shape: tuple[int, ...], generator: torch.Generator | None = None,
@@ -230,6 +219,15 @@ class FlowMatching(Diffusion):
     def timesteps_from_unit(self, u):
         return shift_time(u, self.config.shift) * self.num_train_timesteps
 
+    def target(self, x0, noise, t):
+        return noise - x0  # the velocity
+
+    def _invert(self, x, p, a, s):  # x = (1-u) x0 + u eps, p = eps - x0
+        return x - s * p, x + a * p
+
+    def _min_snr_weight(self, snr, clipped, s):
+        return clipped * s**2
+
     def sampling_grid(self, steps):
         if steps < 1:
             raise ValueError(f"steps must be >= 1, got {steps}")
@@ -240,7 +238,8 @@ class FlowMatching(Diffusion):
 
 
 class GaussianDiffusion(Diffusion):
-    """DDPM with eps or v prediction over ``num_train_timesteps`` discrete steps."""
+    """DDPM over ``num_train_timesteps`` discrete steps; :class:`EpsDiffusion` and :class:`VDiffusion` say what
+    the model predicts."""
 
     def __init__(self, config: DiffusionConfig):
         super().__init__(config)
@@ -270,8 +269,38 @@ class GaussianDiffusion(Diffusion):
         return grid + [(0.0, 1.0, 0.0)]
 
 
+class EpsDiffusion(GaussianDiffusion):
+    """DDPM, the model predicts the noise."""
+
+    def target(self, x0, noise, t):
+        return noise
+
+    def _invert(self, x, p, a, s):
+        return (x - s * p) / a.clamp_min(1e-12), p
+
+    def _min_snr_weight(self, snr, clipped, s):
+        return clipped / snr.clamp_min(1e-12)
+
+
+class VDiffusion(GaussianDiffusion):
+    """DDPM, the model predicts ``v = alpha eps - sigma x0`` (Salimans & Ho 2022)."""
+
+    def target(self, x0, noise, t):
+        a, s = self.alpha_sigma(t)
+        return _expand(a, x0).to(x0.dtype) * noise - _expand(s, x0).to(x0.dtype) * x0
+
+    def _invert(self, x, p, a, s):  # a^2 + s^2 = 1
+        return a * x - s * p, s * x + a * p
+
+    def _min_snr_weight(self, snr, clipped, s):
+        return clipped / (snr + 1)
+
+
+OBJECTIVE_CLASSES: dict[str, type[Diffusion]] = {"flow": FlowMatching, "eps": EpsDiffusion, "v": VDiffusion}
+
+
 def build_diffusion(config: DiffusionConfig | None = None, **overrides) -> Diffusion:
-    """The process for ``config.objective``: :class:`FlowMatching` or :class:`GaussianDiffusion`."""
+    """The process for ``config.objective``: :class:`FlowMatching`, :class:`EpsDiffusion` or :class:`VDiffusion`."""
     if config is None:
         config = DiffusionConfig()
     if not isinstance(config, DiffusionConfig):  # an omegaconf DictConfig or a plain mapping
@@ -285,4 +314,4 @@ def build_diffusion(config: DiffusionConfig | None = None, **overrides) -> Diffu
         import dataclasses
 
         config = dataclasses.replace(config, **overrides)
-    return FlowMatching(config) if config.objective == "flow" else GaussianDiffusion(config)
+    return OBJECTIVE_CLASSES[config.objective](config)
