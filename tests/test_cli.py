@@ -62,6 +62,9 @@ LAYERS = {
     # inference: importable without dit_video.train
     "dit_video/pipeline": {"dit_video.pipeline", "dit_video.config", "dit_video.models", "dit_video.kernels",
                            "dit_video.diffusion", "dit_video.encoders", "dit_video.data"},
+    # metrics of generated videos: numbers from frames (and the synthetic palette), no model, no trainer
+    "dit_video/eval": {"dit_video.eval", "dit_video.config", "dit_video.data"},
+    "dit_video/parallel": {"dit_video.parallel", "dit_video.config"},
     # the trainer uses everything below it, never the CLI
     "dit_video/train": {"dit_video.train", "dit_video.config", "dit_video.models", "dit_video.kernels",
                         "dit_video.diffusion", "dit_video.encoders", "dit_video.data", "dit_video.pipeline",
