@@ -46,6 +46,7 @@ VARIANTS: dict[str, list[str]] = {
     "ln_m0.5": ["diffusion.timestep_sampling=logit_normal", "diffusion.logit_mean=0.5", "diffusion.logit_std=1.0"],
     "ln_m1": ["diffusion.timestep_sampling=logit_normal", "diffusion.logit_mean=1.0", "diffusion.logit_std=1.0"],
     "ln_m1.5": ["diffusion.timestep_sampling=logit_normal", "diffusion.logit_mean=1.5", "diffusion.logit_std=1.0"],
+    "ln_m2": ["diffusion.timestep_sampling=logit_normal", "diffusion.logit_mean=2.0", "diffusion.logit_std=1.0"],
     "ln_m1_s1.6": ["diffusion.timestep_sampling=logit_normal", "diffusion.logit_mean=1.0", "diffusion.logit_std=1.6"],
     "uniform": ["diffusion.timestep_sampling=uniform"],
     "mode_1.29": ["diffusion.timestep_sampling=mode", "diffusion.mode_scale=1.29"],

@@ -18,6 +18,7 @@ _CHOICES = {
     "modulation": ("adaln_zero", "adaln_single"),
     "conditioning": ("none", "text", "class"),
     "kernel_backend": ("auto", "torch", "triton", "cuda", "cpu", "flash"),
+    "recompute": ("none", "mlp", "norms", "block"),
 }
 
 
@@ -51,6 +52,11 @@ class VideoDiTConfig:
     learn_sigma: bool = False
     qk_norm: bool = False
     gradient_checkpointing: bool = False
+    # activation memory (training): "none" saves what autograd saves; "mlp" recomputes each block's MLP
+    # (adaLN, fc1, GELU) in backward from its input; "norms" also recomputes the attention's adaLN and
+    # gates its output projection without saving it (dit_video.kernels lean ops); "block" checkpoints
+    # whole blocks (= gradient_checkpointing). Measured: README "## Benchmarks", activation memory
+    recompute: str = "none"
     norm_eps: float = 1e-6
     frequency_embedding_size: int = 256
     rope_theta: float = 10000.0

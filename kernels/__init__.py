@@ -3,6 +3,7 @@
 Public API::
 
     from dit_video.kernels import attention, adaln_modulate, gated_residual_adaln, rope3d
+    from dit_video.kernels import gated_linear, adaln_linear, adaln_mlp   # memory-lean block ops
     from dit_video.kernels import use_backend, available
 
 See ``dispatch.py`` for how backends register and are chosen. This package imports nothing
@@ -10,15 +11,18 @@ from the rest of ``dit_video``.
 """
 
 from .dispatch import BACKENDS, BackendUnavailable, available, current_backend, register, resolve, use_backend
-from .ops import adaln_modulate, attention, gated_residual_adaln, rope3d
+from .ops import adaln_linear, adaln_mlp, adaln_modulate, attention, gated_linear, gated_residual_adaln, rope3d
 
 __all__ = [
     "BACKENDS",
     "BackendUnavailable",
+    "adaln_linear",
+    "adaln_mlp",
     "adaln_modulate",
     "attention",
     "available",
     "current_backend",
+    "gated_linear",
     "gated_residual_adaln",
     "register",
     "resolve",

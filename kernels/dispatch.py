@@ -1,7 +1,9 @@
 """Backend registry and dispatch for the fused ops.
 
 Every op (``attention``, ``adaln_modulate``, ``gated_residual_adaln``, ``rope3d``) has one public
-function in :mod:`dit_video.kernels.ops` and several implementations. An implementation is
+function in :mod:`dit_video.kernels.ops` and several implementations. *Composite* ops (the memory-lean
+``gated_linear``, ``adaln_linear``, ``adaln_mlp``) have one implementation, written on the others, that
+every backend resolves to (:func:`register_composite`). An implementation is
 registered with :func:`register` together with a ``check`` function that looks at the call's
 arguments and returns ``None`` when it can serve the call, or a short reason why not
 ("needs a CUDA tensor", "head_dim 320 > 256", ...).
@@ -29,6 +31,8 @@ from dataclasses import dataclass
 
 import torch
 
+from . import standin
+
 log = logging.getLogger("dit_video.kernels")
 
 BACKENDS = ("torch", "triton", "cuda", "cpu", "flash")
@@ -43,7 +47,8 @@ AUTO_ORDER: dict[str, tuple[str, ...]] = {
 # exist yet (a backend not built in this checkout) is skipped quietly; any other import error
 # is recorded as the reason the backend is unavailable.
 PROVIDERS: dict[str, tuple[str, ...]] = {
-    "torch": ("dit_video.kernels.reference",),
+    "torch": ("dit_video.kernels.reference", "dit_video.kernels.lean_gated_linear",
+              "dit_video.kernels.lean_adaln_linear", "dit_video.kernels.lean_adaln_mlp"),
     "triton": (
         "dit_video.kernels.triton_attention",
         "dit_video.kernels.triton_temporal_attention",
@@ -70,9 +75,11 @@ class Impl:
 
 
 _REGISTRY: dict[tuple[str, str], list[Impl]] = {}
+_COMPOSITE: dict[str, Impl] = {}
 _LOAD_ERRORS: dict[str, list[str]] = {}
 _LOADED: set[str] = set()
 _default_backend: contextvars.ContextVar[str] = contextvars.ContextVar("dit_video_backend", default="auto")
+_trace_backend: list[str] = []  # use_backend while torch.compile traces (see use_backend)
 
 
 def _always(*args, **kwargs) -> str | None:
@@ -95,6 +102,20 @@ def register(op: str, backend: str, fn: Callable, check: Callable[..., str | Non
     impls[:] = [i for i in impls if i.fn is not fn]
     impls.append(Impl(op, backend, fn, check or _always, priority))
     impls.sort(key=lambda i: -i.priority)
+
+
+def register_composite(op: str, fn: Callable) -> None:
+    """Register the one implementation of a *composite* op: written in PyTorch on top of the other fused ops
+    (the memory-lean block ops: ``gated_linear``, ``adaln_linear``, ``adaln_mlp``). Every backend, forced or
+    ``auto``, resolves it to ``fn``; the backend applies to the fused ops ``fn`` calls inside."""
+    register(op, "torch", fn)
+    _COMPOSITE[op] = next(i for i in _REGISTRY[(op, "torch")] if i.fn is fn)
+
+
+def is_composite(op: str) -> bool:
+    """Whether ``op`` is a composite (see :func:`register_composite`); loads the torch backend's modules."""
+    _load("torch")
+    return op in _COMPOSITE
 
 
 def _load(backend: str) -> None:
@@ -143,14 +164,14 @@ _CACHE_SIZE = 4096
 
 
 def _signature(args, kwargs) -> tuple | None:
-    """What the checks look at: each tensor's shape, strides, dtype, device and 16-byte alignment, and the
-    other arguments' values. None when a tensor has no storage to look at (fake / meta while tracing)."""
+    """What the checks look at: each tensor's shape, strides, dtype, device, requires_grad and 16-byte
+    alignment, and the other arguments' values. None when a tensor has no storage to look at (fake / meta)."""
     key = []
     for a in list(args) + [kwargs[k] for k in sorted(kwargs)]:
         if isinstance(a, torch.Tensor):
             if a.device.type == "meta" or type(a) is not torch.Tensor and not isinstance(a, torch.nn.Parameter):
                 return None
-            key.append((tuple(a.shape), a.stride(), a.dtype, a.device, a.data_ptr() % 16))
+            key.append((tuple(a.shape), a.stride(), a.dtype, a.device, a.requires_grad, a.data_ptr() % 16))
         elif isinstance(a, (int, float, bool, str, type(None))):
             key.append(a)
         else:
@@ -162,8 +183,11 @@ def resolve(op: str, backend: str, *args, **kwargs) -> Impl:
     """The implementation that would serve this call (raises if a forced backend cannot).
 
     Decisions are cached by the call's signature (see :func:`_signature`), so each distinct layout is
-    checked -- and, for the attention kernels, planned -- once, not on every call.
+    checked -- and, for the attention kernels, planned -- once, not on every call. Under torch.compile
+    the decision is made from the arguments' static facts (:func:`_resolve_traced`), without a graph break.
     """
+    if torch.compiler.is_compiling():
+        return _resolve_traced(op, backend, args, kwargs)
     if backend == "auto":
         backend = _default_backend.get()
     sig = _signature(args, kwargs)
@@ -188,6 +212,9 @@ def _resolve(op: str, backend: str, args, kwargs) -> Impl:
         names = (backend,)
     else:
         raise ValueError(f"unknown backend {backend!r}; expected 'auto' or one of {BACKENDS}")
+    _load("torch")  # the references, and the composite ops
+    if op in _COMPOSITE:
+        return _COMPOSITE[op]
     reasons = []
     for name in names:
         _load(name)
@@ -207,6 +234,29 @@ def dispatch(op: str, backend: str, *args, **kwargs):
     return resolve(op, backend, *args, **kwargs).fn(*args, **kwargs)
 
 
+def _resolve_traced(op: str, backend: str, args, kwargs) -> Impl:
+    """Under torch.compile: read the arguments' static facts in traced code (Dynamo guards them like any
+    tensor property) and decide once, outside the trace, on stand-ins (:mod:`.standin`). The chosen
+    implementation's custom op (with its fake) goes into the graph: no graph break, no per-call check.
+
+    The decision comes back as plain constants (op, backend, position in the registry), and the traced code
+    reads the implementation from the registry, which Dynamo guards (a backend registered later recompiles).
+    """
+    if backend == "auto":
+        backend = _trace_backend[-1] if _trace_backend else _default_backend.get()
+    key, i = _resolve_facts(op, backend, tuple(standin.facts(a) for a in args),
+                            tuple((k, standin.facts(kwargs[k])) for k in sorted(kwargs)))
+    return _REGISTRY[key][i]
+
+
+@torch.compiler.assume_constant_result
+def _resolve_facts(op: str, backend: str, arg_facts: tuple, kw_facts: tuple) -> tuple[tuple[str, str], int]:
+    args = [standin.build(f) for f in arg_facts]
+    impl = _resolve(op, backend, args, {k: standin.build(f) for k, f in kw_facts})
+    key = (impl.op, impl.backend)
+    return key, _REGISTRY[key].index(impl)
+
+
 def implementations(op: str | None = None) -> list[Impl]:
     """Every registered implementation (of ``op``, or of every op), after loading every backend that loads."""
     for name in BACKENDS:
@@ -219,7 +269,7 @@ def available(op: str) -> dict[str, str | None]:
     out: dict[str, str | None] = {}
     for name in BACKENDS:
         _load(name)
-        if _REGISTRY.get((op, name)):
+        if _REGISTRY.get((op, name)) or op in _COMPOSITE:
             out[name] = None
         else:
             out[name] = "; ".join(_LOAD_ERRORS.get(name, [])) or f"no {name} implementation of {op}"
@@ -228,14 +278,28 @@ def available(op: str) -> dict[str, str | None]:
 
 def current_backend() -> str:
     """The backend ``backend="auto"`` calls resolve to here (``"auto"`` unless inside :func:`use_backend`)."""
+    if torch.compiler.is_compiling() and _trace_backend:
+        return _trace_backend[-1]
     return _default_backend.get()
 
 
 @contextlib.contextmanager
 def use_backend(name: str) -> Iterator[None]:
-    """Make ``backend="auto"`` calls inside the block use ``name`` (e.g. in tests)."""
+    """Make ``backend="auto"`` calls inside the block use ``name`` (e.g. in tests).
+
+    While torch.compile traces, the choice goes on a plain list instead of the context variable (Dynamo
+    reads a ContextVar but cannot trace setting one): the traced ops resolve with it, and the compiled
+    code only replays the push and pop.
+    """
     if name != "auto" and name not in BACKENDS:
         raise ValueError(f"unknown backend {name!r}; expected 'auto' or one of {BACKENDS}")
+    if torch.compiler.is_compiling():
+        _trace_backend.append(name)
+        try:
+            yield
+        finally:
+            _trace_backend.pop()
+        return
     token = _default_backend.set(name)
     try:
         yield

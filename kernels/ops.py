@@ -9,6 +9,12 @@ Shapes (any strides everywhere):
   gated_residual_adaln(x, y, gate, shift, scale)  -> (r, adaln_modulate(r, shift, scale)),
                                 r = x + gate * y.
   rope3d(x, cos, sin)           x ``[B, T, S, H, D]``; cos/sin ``[T, S, D/2]`` fp32.
+
+Memory-lean block ops (composites: one implementation on top of the ops above, every backend):
+  gated_linear(x, o, w, b, gate)              x + gate * Linear(o); saves o only.
+  adaln_linear(x, shift, scale, w, b)         Linear(adaln_modulate(x, shift, scale)); saves x (+ row stats).
+  adaln_mlp(x, shift, scale, gate, w1, b1, w2, b2)   x + gate * fc2(gelu_tanh(fc1(adaln_modulate(x, ...))));
+                                              saves x (+ row stats), recomputes fc1 and GELU in backward.
 """
 
 from __future__ import annotations
@@ -84,3 +90,43 @@ def rope3d(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, *, backend: st
         raise ValueError(f"rope3d tables must be [T, S, D/2] = {want}, got cos{tuple(cos.shape)} "
                          f"sin{tuple(sin.shape)}")
     return dispatch("rope3d", backend, x, cos, sin)
+
+
+def _check_linear(name: str, w: torch.Tensor, b: torch.Tensor | None, d_in: int) -> None:
+    if w.dim() != 2 or w.shape[1] != d_in or (b is not None and tuple(b.shape) != (w.shape[0],)):
+        raise ValueError(f"{name}: weight must be [out, {d_in}] and bias [out], got weight {tuple(w.shape)}, "
+                         f"bias {None if b is None else tuple(b.shape)}")
+
+
+def gated_linear(x: torch.Tensor, o: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+                 gate: torch.Tensor, *, backend: str = "auto") -> torch.Tensor:
+    """``x + gate * Linear(o)`` (gate ``[B, D]`` / ``[B, T, D]``), saving only ``o`` for backward."""
+    _check_linear("gated_linear", weight, bias, o.shape[-1])
+    if tuple(o.shape[:-1]) != tuple(x.shape[:-1]) or x.shape[-1] != weight.shape[0]:
+        raise ValueError(f"gated_linear: o {tuple(o.shape)} and x {tuple(x.shape)} must share their token dims "
+                         f"and x's width must be the weight's {weight.shape[0]} outputs")
+    _check_mod("gate", gate, x)
+    return dispatch("gated_linear", backend, x, o, weight, bias, gate)
+
+
+def adaln_linear(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor, weight: torch.Tensor,
+                 bias: torch.Tensor | None, *, eps: float = 1e-6, backend: str = "auto") -> torch.Tensor:
+    """``Linear(adaln_modulate(x, shift, scale))``, saving ``x`` and its row statistics (not the modulated x)."""
+    _check_mod("shift", shift, x)
+    _check_mod("scale", scale, x)
+    _check_linear("adaln_linear", weight, bias, x.shape[-1])
+    return dispatch("adaln_linear", backend, x, shift, scale, weight, bias, eps=eps)
+
+
+def adaln_mlp(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor, gate: torch.Tensor, w1: torch.Tensor,
+              b1: torch.Tensor | None, w2: torch.Tensor, b2: torch.Tensor | None, *, eps: float = 1e-6,
+              backend: str = "auto") -> torch.Tensor:
+    """``x + gate * fc2(gelu_tanh(fc1(adaln_modulate(x, shift, scale))))``, saving ``x`` and its row statistics:
+    fc1 and GELU are recomputed in backward."""
+    for name, m in (("shift", shift), ("scale", scale), ("gate", gate)):
+        _check_mod(name, m, x)
+    _check_linear("adaln_mlp fc1", w1, b1, x.shape[-1])
+    _check_linear("adaln_mlp fc2", w2, b2, w1.shape[0])
+    if w2.shape[0] != x.shape[-1]:
+        raise ValueError(f"adaln_mlp: fc2 must map back to the width {x.shape[-1]}, got {tuple(w2.shape)}")
+    return dispatch("adaln_mlp", backend, x, shift, scale, gate, w1, b1, w2, b2, eps=eps)

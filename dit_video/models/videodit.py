@@ -36,7 +36,17 @@ import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
 from ..config import VideoDiTConfig
-from ..kernels import adaln_modulate, attention, current_backend, gated_residual_adaln, rope3d, use_backend
+from ..kernels import (
+    adaln_linear,
+    adaln_mlp,
+    adaln_modulate,
+    attention,
+    current_backend,
+    gated_linear,
+    gated_residual_adaln,
+    rope3d,
+    use_backend,
+)
 from .embeddings import (
     CaptionProjection,
     LabelEmbedder,
@@ -65,8 +75,14 @@ class SelfAttention(nn.Module):
 
     def forward(self, h: torch.Tensor, kind: str, rope: tuple[torch.Tensor, torch.Tensor] | None,
                 sp=None) -> torch.Tensor:
-        b, t, s, d = h.shape
-        q, k, v = self.qkv(h).view(b, t, s, 3, self.heads, d // self.heads).unbind(3)  # views
+        return self.proj(self.attend(self.qkv(h), kind, rope, sp))
+
+    def attend(self, qkv: torch.Tensor, kind: str, rope: tuple[torch.Tensor, torch.Tensor] | None,
+               sp=None) -> torch.Tensor:
+        """Attention over the fused projection ``qkv [B, T', S, 3D]``; returns o ``[B, T', S, D]`` (token layout)."""
+        b, t, s, d3 = qkv.shape
+        d = d3 // 3
+        q, k, v = qkv.view(b, t, s, 3, self.heads, d // self.heads).unbind(3)  # views
         if self.q_norm is not None:
             q, k = self.q_norm(q), self.k_norm(k)
         if rope is not None:
@@ -82,7 +98,7 @@ class SelfAttention(nn.Module):
         else:  # full, sequence parallel (Ulysses): every token, a share of the heads
             q, k, v = (sp.seq_to_heads(x.flatten(1, 2)) for x in (q, k, v))
             o = sp.heads_to_seq(attention(q, k, v))
-        return self.proj(o.reshape(b, t, s, d))
+        return o.reshape(b, t, s, d)
 
 
 class CrossAttention(nn.Module):
@@ -126,6 +142,7 @@ class VideoDiTBlock(nn.Module):
         self.attn = SelfAttention(d, cfg.num_heads, cfg.qk_norm, cfg.norm_eps)
         self.cross = CrossAttention(d, cfg.num_heads) if cross else None
         self.mlp = Mlp(d, int(d * cfg.mlp_ratio))
+        self.recompute = cfg.recompute
         self.single = cfg.modulation == "adaln_single"
         if self.single:  # PixArt / Latte-1: shared t_block output + a per-block table
             self.scale_shift_table = nn.Parameter(torch.randn(6, d) / d**0.5)
@@ -140,6 +157,8 @@ class VideoDiTBlock(nn.Module):
         return list(m.unbind(-2))
 
     def forward(self, x: torch.Tensor, c: torch.Tensor, rope=None, text=None, text_mask=None, sp=None) -> torch.Tensor:
+        if self.recompute in ("mlp", "norms"):
+            return self._lean_forward(x, self.modulation(c), rope, text, text_mask, sp)
         shift1, scale1, gate1, shift2, scale2, gate2 = self.modulation(c)
         h = adaln_modulate(x, shift1, scale1, eps=self.eps)
         y = self.attn(h, self.kind, rope, sp)
@@ -152,6 +171,19 @@ class VideoDiTBlock(nn.Module):
         else:
             x, h = gated_residual_adaln(x, y, gate1, shift2, scale2, eps=self.eps)
         return x + _bcast(gate2, x) * self.mlp(h)
+
+    def _lean_forward(self, x, mods, rope, text, text_mask, sp) -> torch.Tensor:
+        """The same block through the memory-lean ops (``recompute`` "mlp" / "norms", see VideoDiTConfig)."""
+        shift1, scale1, gate1, shift2, scale2, gate2 = mods
+        a, m = self.attn, self.mlp
+        if self.recompute == "norms":  # saves x (not its adaLN) and o (not the projection's output)
+            qkv = adaln_linear(x, shift1, scale1, a.qkv.weight, a.qkv.bias, eps=self.eps)
+            r = gated_linear(x, a.attend(qkv, self.kind, rope, sp), a.proj.weight, a.proj.bias, gate1)
+        else:
+            r = x + _bcast(gate1, x) * a(adaln_modulate(x, shift1, scale1, eps=self.eps), self.kind, rope, sp)
+        if self.cross is not None:  # no caption: the null condition, the projection's bias (see forward)
+            r = r + (self.cross(r, text, text_mask) if text is not None else self.cross.proj.bias)
+        return adaln_mlp(r, shift2, scale2, gate2, m.fc1.weight, m.fc1.bias, m.fc2.weight, m.fc2.bias, eps=self.eps)
 
 
 class VideoDiT(nn.Module):
@@ -345,13 +377,20 @@ class VideoDiT(nn.Module):
             shift, scale = self.final_adaLN(cf).chunk(2, dim=-1)
         else:
             shift, scale = (self.final_scale_shift_table + cf.unsqueeze(-2)).unbind(-2)
-        tokens = adaln_modulate(tokens, shift, scale, eps=cfg.norm_eps)
-        out = unpatchify(self.final_linear(tokens), cfg.out_dim, (tokens.shape[1], grid[1], grid[2]), (pt, ph, pw))
+        if cfg.recompute == "none":
+            tokens = self.final_linear(adaln_modulate(tokens, shift, scale, eps=cfg.norm_eps))
+        else:  # saves the last block's output only, not its adaLN
+            tokens = adaln_linear(tokens, shift, scale, self.final_linear.weight, self.final_linear.bias,
+                                  eps=cfg.norm_eps)
+        out = unpatchify(tokens, cfg.out_dim, (tokens.shape[1], grid[1], grid[2]), (pt, ph, pw))
         return out if sp is None else sp.gather_frames(out, dim=2)
 
     def _block(self, blk: VideoDiTBlock, tokens, c, rope, text, text_mask, sp) -> torch.Tensor:
-        if not (self.config.gradient_checkpointing and self.training and torch.is_grad_enabled()):
+        ckpt = self.config.gradient_checkpointing or self.config.recompute == "block"
+        if not (ckpt and self.training and torch.is_grad_enabled()):
             return blk(tokens, c, rope, text, text_mask, sp)
+        if torch.compiler.is_compiling():  # traced once: ops resolved now, the recomputation is in the graph
+            return checkpoint(blk, tokens, c, rope, text, text_mask, sp, use_reentrant=False)
         backend = current_backend()  # the recomputation in backward runs outside forward's context
 
         def run(tokens, c, rope, text, text_mask):

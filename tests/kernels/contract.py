@@ -25,11 +25,16 @@ import torch
 
 from dit_video.kernels import numerics, triton_common
 from dit_video.kernels.dispatch import Impl
+from dit_video.kernels.lean_adaln_linear import adaln_linear_ref
+from dit_video.kernels.lean_adaln_mlp import adaln_mlp_ref
+from dit_video.kernels.lean_gated_linear import gated_linear_ref
 from dit_video.kernels.reference import adaln_modulate_ref, attention_ref, gated_residual_adaln_ref, rope3d_ref
 
-OPS = ("attention", "adaln_modulate", "gated_residual_adaln", "rope3d")
+LEAN_OPS = ("gated_linear", "adaln_linear", "adaln_mlp")  # composites: the memory-lean block ops
+OPS = ("attention", "adaln_modulate", "gated_residual_adaln", "rope3d", *LEAN_OPS)
 REFERENCE = {"attention": attention_ref, "adaln_modulate": adaln_modulate_ref,
-             "gated_residual_adaln": gated_residual_adaln_ref, "rope3d": rope3d_ref}
+             "gated_residual_adaln": gated_residual_adaln_ref, "rope3d": rope3d_ref,
+             "gated_linear": gated_linear_ref, "adaln_linear": adaln_linear_ref, "adaln_mlp": adaln_mlp_ref}
 DTYPES = (torch.float32, torch.bfloat16)
 
 
@@ -262,6 +267,46 @@ def rope_case(name: str, dtype, shape: tuple[int, int, int, int, int], *, view: 
     return Case(name, "rope3d", [x], build, {}, 1, grad_inputs=[0])
 
 
+def lean_case(name: str, dtype, op: str, x_shape: tuple[int, ...], mod: str = "sample", *, d_in: int = 24,
+              hidden: int = 40, bias: bool = True, x_how: str = "plain", eps: float = 1e-6, seed: int = 0) -> Case:
+    """A memory-lean op on tokens ``x_shape`` (``[B, ..., D]``) with modulation per sample or per frame.
+
+    ``gated_linear(x, o, w, b, gate)``: o ``[..., d_in]``; ``adaln_linear(x, shift, scale, w, b)``: w
+    ``[d_in, D]`` (d_in outputs); ``adaln_mlp(x, shift, scale, gate, w1, b1, w2, b2)``: hidden width
+    ``hidden``. ``x_how``: x as a plain, transposed or sliced view of its leaf. ``bias=False``: no biases.
+    """
+    g = _gen(seed)
+    d = x_shape[-1]
+    ms = (x_shape[0], d) if mod == "sample" else (x_shape[0], x_shape[1], d)
+    x, xv = _strided(x_shape, dtype, g, x_how)
+
+    def w(o, i):
+        return _randn((o, i), dtype, g, i ** -0.5)
+
+    def b(o):
+        return _randn((o,), dtype, g, 0.5) if bias else None
+
+    tokens = math.prod(x_shape[:-1])
+    if op == "gated_linear":
+        params = [_randn(x_shape[:-1] + (d_in,), dtype, g), w(d, d_in), b(d), _randn(ms, dtype, g, 0.5)]
+        n = max(tokens, d_in, d)
+    elif op == "adaln_linear":
+        params = [_randn(ms, dtype, g, 0.5), _randn(ms, dtype, g, 0.5), w(d_in, d), b(d_in)]
+        n = max(tokens, d_in, d)
+    else:
+        params = [_randn(ms, dtype, g, 0.5), _randn(ms, dtype, g, 0.5), _randn(ms, dtype, g, 0.5), w(hidden, d),
+                  b(hidden), w(d, hidden), b(d)]
+        n = max(tokens, hidden, d)
+    slots = [p is not None for p in params]
+    leaves = [x] + [p for p in params if p is not None]
+
+    def build(lv):
+        it = iter(lv[1:])
+        return (xv(lv[0]), *[next(it) if present else None for present in slots])
+
+    return Case(name, op, leaves, build, {"eps": eps} if op != "gated_linear" else {}, n)
+
+
 def fixed_cases(op: str, device: torch.device | None = None) -> list[Case]:
     """The named cases (both dtypes) that every implementation of ``op`` must pass when it accepts them
     (on a CUDA device also model-sized ones: widths 384 / 1152 / 2048, 64 frames, head dim 128)."""
@@ -311,6 +356,14 @@ def fixed_cases(op: str, device: torch.device | None = None) -> list[Case]:
                 name = f"{'x'.join(map(str, shape))}-{mod}-{tag}"
                 out.append(adaln_case(name, dt, op, shape, mod, x_how="transposed" if op == "adaln_modulate"
                                       else "plain"))
+        elif op in LEAN_OPS:
+            for shape, mod, kw in (((2, 3, 17, 40), "sample", {}), ((2, 3, 17, 40), "frame", {}),
+                                   ((1, 1, 1, 8), "sample", {"d_in": 8, "hidden": 8}),
+                                   ((2, 4, 7, 37), "frame", {"d_in": 19, "hidden": 61, "bias": False}),
+                                   ((3, 11, 16), "sample", {"x_how": "sliced"}),
+                                   ((2, 3, 5, 24), "frame", {"x_how": "transposed", "hidden": 96})):
+                name = f"{'x'.join(map(str, shape))}-{mod}-{'-'.join(f'{k}{v}' for k, v in kw.items())}-{tag}"
+                out.append(lean_case(name, dt, op, shape, mod, **kw))
         elif op == "rope3d":
             out += [rope_case(f"rope-2x3x5x2x16-{tag}", dt, (2, 3, 5, 2, 16)),
                     rope_case(f"rope-kview-2x3x6x2x40-{tag}", dt, (2, 3, 6, 2, 40), view=1),
@@ -351,4 +404,13 @@ def random_case(op: str, seed: int) -> Case:
     if op == "rope3d":
         shape = (r.randint(1, 2), r.randint(1, 4), r.randint(1, 6), r.randint(1, 3), 2 * r.randint(1, 20))
         return rope_case(name, dt, shape, view=r.choice([None, 0, 1]), seed=seed)
+    if op in LEAN_OPS:
+        d = r.choice([1, 7, 8, 16, 24, 37, 48])
+        b = r.randint(1, 3)
+        kind = r.choice(["btsd", "btsd", "bnd"])
+        shape = (b, r.randint(1, 4), r.randint(1, 9), d) if kind == "btsd" else (b, r.randint(1, 13), d)
+        mod = "sample" if kind == "bnd" else r.choice(["sample", "frame"])
+        return lean_case(name, dt, op, shape, mod, d_in=r.choice([1, 8, 17, 32]), hidden=r.choice([4, 24, 64, 96]),
+                         bias=r.random() < 0.8, x_how=r.choice(["plain", "transposed", "sliced"]),
+                         eps=r.choice([1e-6, 1e-5]), seed=seed)
     raise ValueError(op)

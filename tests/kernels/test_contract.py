@@ -19,11 +19,20 @@ except ImportError:  # tests/ laid out as a package
     from . import contract
 
 from dit_video.kernels import dispatch, numerics
-from dit_video.kernels.ops import adaln_modulate, attention, gated_residual_adaln, rope3d
+from dit_video.kernels.ops import (
+    adaln_linear,
+    adaln_mlp,
+    adaln_modulate,
+    attention,
+    gated_linear,
+    gated_residual_adaln,
+    rope3d,
+)
 
 PUBLIC = {"attention": attention, "adaln_modulate": adaln_modulate, "gated_residual_adaln": gated_residual_adaln,
-          "rope3d": rope3d}
-IMPLS = [i for i in dispatch.implementations() if i.backend != "torch"]
+          "rope3d": rope3d, "gated_linear": gated_linear, "adaln_linear": adaln_linear, "adaln_mlp": adaln_mlp}
+# every fused implementation, and the one implementation of each composite op (registered under "torch")
+IMPLS = [i for i in dispatch.implementations() if i.backend != "torch" or dispatch.is_composite(i.op)]
 FUZZ_SEEDS = range(100)
 # share of random cases each implementation must accept (its check); below this the fuzz proves little
 MIN_SERVED = {"attention-cpu-attention": 0.9, "attention-triton-attention": 0.9,
