@@ -31,7 +31,7 @@ from ..pipeline.safe_yaml import check_no_resolvers, load_dotlist, load_yaml_map
 __all__ = ["CONFIG_ROOT", "ConditionConfig", "ConfigError", "OptimConfig", "RunConfig", "SampleConfig", "TrainConfig",
            "VAEConfig", "config_to_yaml", "load_train_config", "resolve_deepspeed_json"]
 
-PRECISIONS = ("fp32", "bf16")
+PRECISIONS = ("fp32", "bf16", "auto")
 NONFINITE_POLICIES = ("skip", "stop")
 CONFIG_ROOT = Path(__file__).resolve().parents[2] / "configs"
 
@@ -60,7 +60,9 @@ class RunConfig:
     deterministic: bool = False  # torch.use_deterministic_algorithms + fixed threads: bitwise resume
     deepspeed: str = "zero2_fp32"  # a name in configs/deepspeed/ or a path to a DeepSpeed JSON
     zero_stage: int | None = None  # overrides the JSON's zero_optimization.stage
-    precision: str | None = None  # "fp32" | "bf16"; overrides the JSON's bf16.enabled
+    # "fp32" | "bf16" | "auto" (bf16 where its GEMM is measured faster here: train/precision.py); overrides
+    # the JSON's bf16.enabled
+    precision: str | None = None
     ckpt_every: int = 500
     keep_last: int = 3  # complete checkpoints kept (0: all)
     ema_decay: float = 0.999

@@ -69,7 +69,7 @@ def deepspeed_config(cfg: TrainConfig, recipe_dir: Path | None = None) -> dict[s
     ds.setdefault("zero_optimization", {})
     if cfg.train.zero_stage is not None:
         ds["zero_optimization"]["stage"] = cfg.train.zero_stage
-    if cfg.train.precision is not None:
+    if cfg.train.precision in ("fp32", "bf16"):  # "auto" is decided by the Trainer, on the device (precision.py)
         ds["bf16"] = {**ds.get("bf16", {}), "enabled": cfg.train.precision == "bf16"}
     if ds.get("fp16", {}).get("enabled"):
         raise ValueError(f"{path}: fp16 is not supported (use bf16 or fp32)")
@@ -109,6 +109,8 @@ class Trainer:
             self.layout.sp.check(grid, m.num_heads, m.attention)
         self.device = device()
         self.threads = set_threads(cfg.train.threads)
+        if cfg.train.precision == "auto":
+            self._choose_precision()
         if cfg.train.deterministic:
             torch.use_deterministic_algorithms(True)
         torch.manual_seed(cfg.train.seed)
@@ -163,6 +165,33 @@ class Trainer:
         self.config_yaml = config_to_yaml(cfg)
 
     # ------------------------------------------------------------------ setup helpers
+    def _choose_precision(self) -> None:
+        """``train.precision: auto``: bf16 if this device's bf16 GEMM is measured faster (see precision.py). The
+        choice is written into the recipe (saved with every checkpoint); a resumed run keeps its checkpoint's."""
+        from .precision import agree, choose_precision
+
+        m = self.cfg.model
+        saved = None
+        if self.resume_from is not None and (self.resume_from / ckpt.CONFIG_FILE).is_file():
+            from ..pipeline.safe_yaml import load_yaml_mapping
+
+            saved = (load_yaml_mapping(self.resume_from / ckpt.CONFIG_FILE).get("train") or {}).get("precision")
+        if saved in ("fp32", "bf16"):
+            choice, reason = saved, f"the precision of the checkpoint resumed ({self.resume_from.name})"
+        else:
+            grid = m.num_frames // m.patch_size[0] * (m.sample_size[0] // m.patch_size[1]) * (
+                m.sample_size[1] // m.patch_size[2])
+            choice, reason = choose_precision(self.device, self.cfg.data.batch_size * grid, m.hidden_size,
+                                              int(m.hidden_size * m.mlp_ratio))
+            choice = agree(choice, self.world_size)
+        if self.rank == 0:
+            log.info("train.precision=auto -> %s: %s", choice, reason)
+        self.cfg.train.precision = choice
+        self.precision_reason = reason
+        self.ds_config["bf16"] = {**self.ds_config.get("bf16", {}), "enabled": choice == "bf16"}
+        if choice == "bf16":
+            self.ds_config["bf16"]["check_grad_overflow"] = True  # as deepspeed_config does (nonfinite.py)
+
     def _resume_target(self, resume: str | None) -> Path | None:
         if resume is None:
             if ckpt.complete_checkpoints(self.ckpt_dir):
