@@ -1,5 +1,6 @@
 """Command line: ``python -m benchmarks {kernels,e2e,data,all} [options]`` (also ``dit-video bench``);
-``python -m benchmarks quality ...`` is the model-quality lab (:mod:`benchmarks.quality`)."""
+``python -m benchmarks quality ...`` is the model-quality lab (:mod:`benchmarks.quality`);
+``python -m benchmarks gpu-check --out DIR [--dry-run]`` everything that needs a GPU (:mod:`benchmarks.gpu_check`)."""
 
 from __future__ import annotations
 
@@ -25,6 +26,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, default=None,
                    help="torch CPU threads (default: 1 with --quick, else torch's default). On a shared, "
                         "oversubscribed CPU one thread avoids OpenMP barrier stalls that dwarf small kernels")
+    p.add_argument("--presets", default=None,
+                   help="kernels: only these model presets, comma-separated (e.g. S/2,XL/2)")
+    p.add_argument("--case-budget", type=float, default=6.0,
+                   help="kernels: seconds of timing per case (default 6)")
     p.add_argument("--only", default=None,
                    help="kernels: run only cases whose name contains this (e.g. attention/temporal, rope3d)")
 
@@ -54,8 +59,11 @@ def run(args: argparse.Namespace) -> int:
     for suite in suites:
         t0, c0 = time.perf_counter(), time.process_time()
         if suite == "kernels":
-            cases = [c for c in cases_for(device, args.quick) if not args.only or args.only in c.name]
-            rows = kernels.run(device, dtype, args.quick, cases=cases)
+            presets = set(args.presets.split(",")) if args.presets else None
+            cases = [c for c in cases_for(device, args.quick) if (not args.only or args.only in c.name)
+                     and (presets is None or c.preset in presets)]
+            rows = kernels.run(device, dtype, args.quick, cases=cases, budget_s=args.case_budget,
+                               partial=out / "kernels_partial.jsonl")
         elif suite == "e2e":
             rows = e2e.run(device, dtype, args.quick)
         else:
@@ -81,6 +89,10 @@ def run(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     runner = run
+    if argv[:1] == ["gpu-check"]:  # the one-call GPU check (benchmarks/gpu_check.py)
+        from . import gpu_check
+
+        return gpu_check.main(argv[1:])
     if argv[:1] == ["quality"]:  # the model-quality lab has its own options (benchmarks/quality.py)
         from . import quality
 

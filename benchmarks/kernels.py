@@ -10,9 +10,11 @@ cannot run are rows with ``status`` ``absent`` or ``skipped`` and the reason.
 from __future__ import annotations
 
 import gc
+import json
 import logging
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 
@@ -141,12 +143,17 @@ def run_case(case: Case, device: str, dtype: torch.dtype, quick: bool, budget_s:
 
 
 def run(device: str = "cpu", dtype: torch.dtype = torch.float32, quick: bool = False,
-        cases: list[Case] | None = None, budget_s: float = 6.0) -> list[dict]:
-    """The kernels suite: rows for every case of :func:`benchmarks.shapes.cases_for` (or ``cases``)."""
+        cases: list[Case] | None = None, budget_s: float = 6.0, partial: Path | None = None) -> list[dict]:
+    """The kernels suite: rows for every case of :func:`benchmarks.shapes.cases_for` (or ``cases``).
+    ``partial``: a JSON-lines file that gets each case's rows as soon as they exist (a run cut short keeps them)."""
     load_backends(device)
     rows: list[dict] = []
     for case in cases if cases is not None else cases_for(device, quick):
         t0 = time.perf_counter()
-        rows.extend(run_case(case, device, dtype, quick, budget_s))
+        new = run_case(case, device, dtype, quick, budget_s)
+        rows.extend(new)
+        if partial is not None:
+            with partial.open("a") as f:
+                f.writelines(json.dumps(r, default=str) + "\n" for r in new)
         log.info("kernels: %s %s %s done in %.1fs", case.name, case.preset, case.shape(), time.perf_counter() - t0)
     return rows
