@@ -236,6 +236,34 @@ def run_variant(s: E2EShape, device: str, dtype: torch.dtype, compiled: bool, ch
     return rows
 
 
+def step_flops(s: E2EShape, device: str, dtype: torch.dtype) -> int:
+    """FLOPs of one VideoDiT fwd + bwd step at ``s``, counted by ``torch.utils.flop_counter`` on the torch
+    reference path (every fused op as plain matmuls / SDPA, which the counter knows): GEMMs and attention."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    torch.manual_seed(0)
+    m = build_videodit(s, "torch", False).to(device=device, dtype=dtype).train()
+    step = _step(_forward("ours", m, make_batch(s, device, dtype)), list(m.parameters()))
+    with FlopCounterMode(display=False) as counter:
+        step()
+    return int(counter.get_total_flops())
+
+
+def gemm_rate(s: E2EShape, device: str, dtype: torch.dtype, reps: int = 5) -> float:
+    """FLOP/s of the step's dominant GEMMs (``[tokens, w] @ [w, 4w]``, its transpose, and ``[tokens, w] @
+    [w, 3w]``), measured here in ``dtype``: the rate nobody beats in the same dtype. Median per shape,
+    FLOP-weighted mean over the three."""
+    w, n = s.width, s.tokens
+    total_flops = total_s = 0.0
+    for k, o in ((w, 4 * w), (4 * w, w), (w, 3 * w)):
+        a = torch.randn(n, k, device=device, dtype=dtype)
+        b = torch.randn(k, o, device=device, dtype=dtype)
+        ts = timing.time_fns(device, {"gemm": lambda a=a, b=b: a @ b}, None, quick=True, budget_s=3.0)
+        total_s += ts["gemm"].summary()["time_ms"] / 1e3
+        total_flops += 2.0 * n * k * o
+    return total_flops / total_s
+
+
 def variants(quick: bool) -> list[tuple[bool, bool]]:
     """(compiled, checkpointing) pairs; --quick skips compilation."""
     return [(c, k) for c in ((False,) if quick else (False, True)) for k in (False, True)]
@@ -247,12 +275,19 @@ def run(device: str = "cpu", dtype: torch.dtype = torch.float32, quick: bool = F
     load_backends(device)
     s = shape or SHAPES["quick" if quick else device]
     choices = auto_choices(s, device, dtype)
+    flops, rate = step_flops(s, device, dtype), gemm_rate(s, device, dtype)
+    floor_ms = flops / rate * 1e3  # the step's FLOPs at the GEMM rate this machine reaches at its shapes
+    log.info("e2e: %.1f GFLOP per step, GEMM %.1f GFLOP/s here -> floor %.1f ms", flops / 1e9, rate / 1e9, floor_ms)
     rows: list[dict] = []
     for compiled, ckpt in variants(quick):
         t0 = time.perf_counter()
         for r in run_variant(s, device, dtype, compiled, ckpt, quick, budget_s):
             if r["model"] == "videodit[auto]":
                 r["auto_backends"] = choices
+            if r["model"].startswith("videodit"):
+                r |= {"step_gflop": flops / 1e9, "gemm_gflops": rate / 1e9, "floor_ms": floor_ms}
+                if r.get("time_ms"):
+                    r["x_floor"] = r["time_ms"] / floor_ms
             rows.append(r)
         log.info("e2e: compile=%s checkpointing=%s done in %.1fs", compiled, ckpt, time.perf_counter() - t0)
     if quick:

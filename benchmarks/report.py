@@ -92,16 +92,23 @@ def e2e_markdown(rows: list[dict]) -> str:
                   f"{s['frames']}×{s['latent_hw']}×{s['latent_hw']}, patch {s['patch']}, text {s['text_len']}×"
                   f"{s['caption_channels']}; {ok[0]['tokens']} tokens. Ratios are ours / Latte, measured pair by "
                   "pair in one process.", "", "Goals (issue 7, <= 0.5x):", *e2e_goals(rows), ""]
-    lines += ["| variant | model | params | step ms (IQR) | vs Latte | tokens/s | saved MB | saved vs Latte "
+    floor = next((r for r in ok if r.get("floor_ms")), None)
+    if floor:
+        lines += [f"Compute floor: {floor['step_gflop']:.4g} GFLOP per VideoDiT step (counted by torch's "
+                  f"FlopCounterMode on the reference path) / {floor['gemm_gflops']:.1f} GFLOP/s (the GEMM rate "
+                  f"measured in this run at the step's shapes and dtype) = {floor['floor_ms']:.4g} ms; `x floor` "
+                  "is step time / that.", ""]
+    lines += ["| variant | model | params | step ms (IQR) | x floor | vs Latte | tokens/s | saved MB | saved vs Latte "
               "| held MB | held vs Latte | peak live MB |",
-              "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+              "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         if r["status"] != "ok":
-            lines.append(f"| {r['variant_name']} | {r['model']} | {r['status']}: {r['reason']} | | | | | | | | |")
+            lines.append(f"| {r['variant_name']} | {r['model']} | {r['status']}: {r['reason']} | | | | | | | | | |")
             continue
         lines.append(
             f"| {r['variant_name']} | {r['model']} | {r['params']:,} | {_f(r['time_ms'], '.4g')} "
-            f"({_f(r['time_iqr_ms'], '.2g')}) | {_f(r['ratio_vs_latte'], '.2f')} | {_f(r['tokens_per_s'], '.4g')} "
+            f"({_f(r['time_iqr_ms'], '.2g')}) | {_f(r.get('x_floor'), '.2f')} | {_f(r['ratio_vs_latte'], '.2f')} "
+            f"| {_f(r['tokens_per_s'], '.4g')} "
             f"| {_mb(r.get('saved_bytes'))} | {_f(r.get('saved_ratio_vs_latte'), '.2f')} | {_mb(r.get('held_bytes'))} "
             f"| {_f(r.get('held_ratio_vs_latte'), '.2f')} | {_mb(r.get('peak_live_bytes'))} |")
     auto = next((r.get("auto_backends") for r in ok if r.get("auto_backends")), None)
