@@ -71,7 +71,7 @@ def build_videodit(s: E2EShape, backend: str, checkpointing: bool) -> torch.nn.M
                          patch_size=[1, s.patch, s.patch], hidden_size=s.width, depth=2 * s.num_layers,
                          num_heads=s.heads, modulation="adaln_single", conditioning="text",
                          caption_channels=s.caption_channels, learn_sigma=True, kernel_backend=backend,
-                         gradient_checkpointing=checkpointing)
+                         gradient_checkpointing=checkpointing, temporal_position="first_temporal")  # as Latte
     return VideoDiT(cfg)
 
 

@@ -32,12 +32,12 @@ BACKGROUNDS = ("plain", "textured")
 DARK = [(10, 10, 12), (30, 20, 40), (15, 35, 30), (40, 35, 25)]  # background base colours (one per clip)
 
 # The demo's clips (``dit-video demo``, ``python -m benchmarks quality``): one shape, a square or a circle
-# about 35% of the frame across, in one of 4 colours, moving one of 4 ways "slowly" (half the frame in
-# 16 frames) without leaving the frame, on one plain near-black background: 32 captions.
+# about 40% of the frame across, in one of 4 colours, moving one of 4 ways "quickly" (about half the frame
+# in 8 frames) without leaving the frame, on one plain near-black background: 32 captions.
 DEMO_BACKGROUND = (10, 10, 12)
 DEMO_CLIPS: dict = dict(colors=["red", "green", "blue", "yellow"], shapes=["square", "circle"],
-                        directions=["left", "right", "up", "down"], speeds=["slowly"], backgrounds=["plain"],
-                        max_objects=1, occlusion_prob=0.0, bounce=False, radius=(0.16, 0.19),
+                        directions=["left", "right", "up", "down"], speeds=["quickly"], backgrounds=["plain"],
+                        max_objects=1, occlusion_prob=0.0, bounce=False, radius=(0.19, 0.21),
                         background_colors=[DEMO_BACKGROUND])
 
 
@@ -234,6 +234,20 @@ def colour_shift(video: np.ndarray, caption: str, background: Sequence[float] = 
     cy, cx = (mass * yy).sum((1, 2)) / tot, (mass * xx).sum((1, 2)) / tot
     dy, dx = DIRECTIONS[way]
     return float((cy[-1] - cy[0]) * dy + (cx[-1] - cx[0]) * dx)
+
+
+def caption_mean_shifts(num: int, *, size: int, num_frames: int, seed: int = 0, **clip_kw) -> dict[str, float]:
+    """:func:`colour_shift` of the data's conditional mean ``E[x0 | caption]``, per caption, over ``num`` fresh
+    :func:`make_clip` clips (``clip_kw``: its options, e.g. ``**DEMO_CLIPS``): the motion a model's
+    prediction at pure noise should carry (``SamplingPipeline.x0_at_noise``)."""
+    sums: dict[str, np.ndarray] = {}
+    counts: dict[str, int] = {}
+    for i in range(num):
+        frames, caption, _ = make_clip(random.Random(f"mean:{seed}:{i}"), size=size, num_frames=num_frames,
+                                       **clip_kw)
+        sums[caption] = sums.get(caption, 0.0) + frames.astype(np.float32)
+        counts[caption] = counts.get(caption, 0) + 1
+    return {c: colour_shift(sums[c] / counts[c], c) for c in sums}
 
 
 # Which quarter-corners of its bounding box a shape fills (top-left, top-right, bottom-left, bottom-right):

@@ -118,6 +118,7 @@ def config_from_diffusers_latte(config: Any, **overrides: Any) -> VideoDiTConfig
         mlp_ratio=4.0,
         attention="factorized",
         positions="sincos",
+        temporal_position="first_temporal",  # Latte adds its frame table once, before the first temporal block
         modulation="adaln_single",
         conditioning="text",
         caption_channels=int(caption),

@@ -84,3 +84,20 @@ class SamplingPipeline:
                                   uncond_model_fn=uncond_fn if guidance_scale != 1.0 else None, progress=progress,
                                   device=self.device)
         return self.vae.decode(x).clamp(-1, 1)
+
+    def x0_at_noise(self, prompts: list[str] | None = None, labels: list[int] | None = None, *,
+                    num_frames: int | None = None, draws: int = 8, seed: int = 0) -> torch.Tensor:
+        """The model's clean-clip prediction at pure noise, averaged over ``draws`` noises, decoded to pixels
+        [B, C, T, H, W] in [-1, 1]: what the model decided about each clip's layout (where the object is in
+        every frame, i.e. its motion) before the sampler takes a step. The optimum is the data's conditional
+        mean ``E[x0 | condition]`` (:meth:`dit_video.diffusion.Diffusion.x0_at_pure_noise`)."""
+        b = self.check_conditions(prompts, labels)
+        mc = self.model.config
+        cond, _ = self.conditioner.sampling_kwargs(self.model, prompts, labels)
+        dtype = next(self.model.parameters()).dtype
+        shape = (b, mc.in_channels, num_frames or mc.num_frames, *mc.sample_size)
+        g = torch.Generator(device=self.device).manual_seed(seed)
+        with torch.no_grad():
+            x0 = self.diffusion.x0_at_pure_noise(lambda x, t: self.model(x.to(dtype), t, **cond).float(), shape,
+                                                 draws, g, self.device)
+            return self.vae.decode(x0).clamp(-1, 1)

@@ -22,16 +22,23 @@ def test_demo_end_to_end_reduced(tmp_path, capsys):
     assert main(["demo", "--steps", "3", "--clips", "16", "--size", "16", "--frames", "4", "--out", str(out),
                  *SMALL]) == 0
     assert "filmstrip.png" in capsys.readouterr().out
+    from dit_video.data.synthetic import demo_captions
+
+    captions = demo_captions()
     mp4s = sorted((out / "samples").glob("*.mp4"))
-    assert len(mp4s) == 8 and all(p.with_suffix(".gif").is_file() for p in mp4s)
-    assert "red_square_moving_right" in mp4s[0].name
+    assert len(mp4s) == len(captions) and all(p.with_suffix(".gif").is_file() for p in mp4s)
+    assert mp4s[0].name == "00_" + captions[0].replace(" ", "_") + ".mp4"
     frames = _frames(mp4s[0])
     assert len(frames) == 4 and frames[0].shape == (128, 128, 3)  # 16x16 upscaled x8 for viewing
     strip = Image.open(out / "filmstrip.png")
     assert strip.height > 100 and strip.width > 100  # 8 rows (captions) x 4 columns (frames) plus labels
     assert Image.open(out / "loss.png").size[0] > 100
     summary = (out / "summary.txt").read_text()
-    assert "steps 3" in summary and "one_shape " in summary and "/16" in summary
+    n = len(captions)
+    assert "steps 3\n" in summary and f"one_shape " in summary and f"ok " in summary and f"/{n}\n" in summary
+    assert "high_noise_probe " in summary
+    table = summary.split("\n\n", 1)[1].strip().splitlines()  # the per-caption table: a header + a row each
+    assert len(table) == n + 1 and all(row.startswith(c + " |") for row, c in zip(table[1:], captions))
 
     # sample from the demo's weights: guidance, another sampler, continuation of a clip's first 2 frames
     import torch
