@@ -109,6 +109,12 @@ class VideoDiTConfig:
         return self.hidden_size // self.num_heads
 
     @property
+    def token_grid(self) -> tuple[int, int, int]:
+        """(T', h, w): latent frames and rows x columns of patches at ``num_frames`` x ``sample_size``."""
+        pt, ph, pw = self.patch_size
+        return self.num_frames // pt, self.sample_size[0] // ph, self.sample_size[1] // pw
+
+    @property
     def out_dim(self) -> int:
         if self.out_channels is not None:
             return self.out_channels

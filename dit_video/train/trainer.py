@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -69,14 +70,21 @@ def deepspeed_config(cfg: TrainConfig, recipe_dir: Path | None = None) -> dict[s
     ds.setdefault("zero_optimization", {})
     if cfg.train.zero_stage is not None:
         ds["zero_optimization"]["stage"] = cfg.train.zero_stage
-    if cfg.train.precision in ("fp32", "bf16"):  # "auto" is decided by the Trainer, on the device (precision.py)
-        ds["bf16"] = {**ds.get("bf16", {}), "enabled": cfg.train.precision == "bf16"}
     if ds.get("fp16", {}).get("enabled"):
         raise ValueError(f"{path}: fp16 is not supported (use bf16 or fp32)")
-    if ds.get("bf16", {}).get("enabled"):
-        ds["bf16"]["check_grad_overflow"] = True  # non-finite steps are skipped, never applied (nonfinite.py)
+    # "auto" is decided by the Trainer, on the device (precision.py)
+    set_bf16(ds, cfg.train.precision == "bf16" if cfg.train.precision in ("fp32", "bf16")
+             else bool(ds.get("bf16", {}).get("enabled")))
     ds.setdefault("steps_per_print", 10**9)
     return ds
+
+
+def set_bf16(ds: dict[str, Any], enabled: bool) -> None:
+    """Turn the DeepSpeed config's bf16 on or off; under bf16 non-finite steps are skipped, never applied
+    (``check_grad_overflow``, nonfinite.py)."""
+    ds["bf16"] = {**ds.get("bf16", {}), "enabled": enabled}
+    if enabled:
+        ds["bf16"]["check_grad_overflow"] = True
 
 
 class Trainer:
@@ -104,9 +112,7 @@ class Trainer:
         self.layout = build_layout(self.world_size, self.rank, cfg.parallel.sequence_parallel)
         if self.layout.sp is not None:  # indivisible frames / positions / heads: an error before any step
             m = cfg.model
-            grid = (m.num_frames // m.patch_size[0], m.sample_size[0] // m.patch_size[1],
-                    m.sample_size[1] // m.patch_size[2])
-            self.layout.sp.check(grid, m.num_heads, m.attention)
+            self.layout.sp.check(m.token_grid, m.num_heads, m.attention)
         self.device = device()
         self.threads = set_threads(cfg.train.threads)
         if cfg.train.precision == "auto":
@@ -179,18 +185,14 @@ class Trainer:
         if saved in ("fp32", "bf16"):
             choice, reason = saved, f"the precision of the checkpoint resumed ({self.resume_from.name})"
         else:
-            grid = m.num_frames // m.patch_size[0] * (m.sample_size[0] // m.patch_size[1]) * (
-                m.sample_size[1] // m.patch_size[2])
-            choice, reason = choose_precision(self.device, self.cfg.data.batch_size * grid, m.hidden_size,
-                                              int(m.hidden_size * m.mlp_ratio))
+            tokens = self.cfg.data.batch_size * math.prod(m.token_grid)
+            choice, reason = choose_precision(self.device, tokens, m.hidden_size, int(m.hidden_size * m.mlp_ratio))
             choice = agree(choice, self.world_size)
         if self.rank == 0:
             log.info("train.precision=auto -> %s: %s", choice, reason)
         self.cfg.train.precision = choice
         self.precision_reason = reason
-        self.ds_config["bf16"] = {**self.ds_config.get("bf16", {}), "enabled": choice == "bf16"}
-        if choice == "bf16":
-            self.ds_config["bf16"]["check_grad_overflow"] = True  # as deepspeed_config does (nonfinite.py)
+        set_bf16(self.ds_config, choice == "bf16")
 
     def _resume_target(self, resume: str | None) -> Path | None:
         if resume is None:
