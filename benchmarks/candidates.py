@@ -3,6 +3,8 @@
 Candidates, per op:
 
 - ``torch``: the public op forced to the reference backend (eager PyTorch) -- the baseline of ratios.
+- ``auto``: the public op as the model calls it (``backend="auto"``): whichever implementation the dispatcher
+  measured fastest for this layout here (``kernels/autotune.py``); the row names it (``auto_chose``).
 - ``compile``: ``torch.compile`` of the same reference function.
 - ``sdpa`` (attention only): ``F.scaled_dot_product_attention`` the way a user writes it around
   token-layout tensors: ``permute(...).contiguous()`` of q, k, v to heads-first, SDPA, and o copied
@@ -35,7 +37,7 @@ from dit_video.kernels.roofline import Work, attention_work, gated_residual_adal
 from .shapes import Case
 
 KERNEL_BACKENDS = ("triton", "cpu", "cuda", "flash")  # dit_video.kernels backends other than torch
-CANDIDATES = ("torch", "compile", "sdpa", "flash-attn") + KERNEL_BACKENDS
+CANDIDATES = ("torch", "auto", "compile", "sdpa", "flash-attn") + KERNEL_BACKENDS
 ATTENTION_ONLY = ("sdpa", "flash-attn")
 BASELINE = "torch"
 
@@ -180,7 +182,7 @@ def why_not(candidate: str, case: Case, inputs: Inputs, device: str, quick: bool
     status is ``absent`` (the backend is not there or cannot serve this call; reason from the
     dispatcher) or ``skipped`` (it is there but this run does not time it, e.g. under --quick).
     """
-    if candidate in ("torch", "sdpa"):
+    if candidate in ("torch", "auto", "sdpa"):
         return None
     if candidate == "flash-attn":
         reason = _flash_attn_why_not(case, device, inputs.leaves[0].dtype)

@@ -1,6 +1,7 @@
 """Command line: ``python -m benchmarks {kernels,e2e,data,all} [options]`` (also ``dit-video bench``);
 ``python -m benchmarks quality ...`` is the model-quality lab (:mod:`benchmarks.quality`);
-``python -m benchmarks gpu-check --out DIR [--dry-run]`` everything that needs a GPU (:mod:`benchmarks.gpu_check`)."""
+``python -m benchmarks gpu-check --out DIR [--dry-run]`` everything that needs a GPU (:mod:`benchmarks.gpu_check`);
+``python -m benchmarks longest-clip [--cap-gib 8]`` the most frames that train under a memory cap (:mod:`benchmarks.longest_clip`)."""
 
 from __future__ import annotations
 
@@ -93,6 +94,10 @@ def main(argv: list[str] | None = None) -> int:
         from . import gpu_check
 
         return gpu_check.main(argv[1:])
+    if argv[:1] == ["longest-clip"]:  # frames under a memory cap, ours vs Latte (benchmarks/longest_clip.py)
+        from . import longest_clip
+
+        return longest_clip.main(argv[1:])
     if argv[:1] == ["quality"]:  # the model-quality lab has its own options (benchmarks/quality.py)
         from . import quality
 

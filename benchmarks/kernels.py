@@ -9,6 +9,7 @@ cannot run are rows with ``status`` ``absent`` or ``skipped`` and the reason.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import json
 import logging
@@ -18,6 +19,7 @@ from pathlib import Path
 
 import torch
 
+from dit_video import kernels
 from dit_video.kernels.roofline import bound_by, floors_ms
 
 from . import memory, timing
@@ -136,6 +138,14 @@ def run_case(case: Case, device: str, dtype: torch.dtype, quick: bool, budget_s:
             row["gbs"] = row["min_bytes"] / sec / 1e9
             row["pct_of_h100_floor"] = 100.0 * row["floor_h100_ms"] / summ["time_ms"]
             row.update(_memory(device, runnable[cand], mode, fns[cand], inputs))
+        sdpa = times["sdpa"].summary()["time_ms"] if "sdpa" in fns else None
+        for row in rows:
+            if row["mode"] == mode and row["status"] == "ok" and row["backend"] in fns:
+                row["ratio_vs_sdpa"] = None if sdpa is None else row["time_ms"] / sdpa  # the user-style path
+                if row["backend"] == "auto":  # what it resolved to in this mode (no_grad is another layout key)
+                    with torch.no_grad() if mode == "fwd" else contextlib.nullcontext():
+                        args, kwargs = inputs.build()
+                        row["auto_chose"] = kernels.resolve(case.op, "auto", *args, **kwargs).backend
     del inputs
     if not quick:
         gc.collect()

@@ -41,20 +41,23 @@ def kernels_markdown(rows: list[dict]) -> str:
         "",
         "Shape: B×T×S (batch × latent frames × tokens per frame), heads×head_dim. Time: median (IQR) "
         "over interleaved rounds; `vs torch`: median of per-round ratios to the torch reference (< 1 is "
-        "faster). TFLOP/s and GB/s: FLOPs and minimum bytes over the median time. Floors: the least "
+        "faster); `vs SDPA`: median time over the user-style SDPA path's (attention: permute copies + SDPA + copy "
+        "back); `auto` rows name what the dispatcher measured fastest here. TFLOP/s and GB/s: FLOPs and minimum bytes over the median time. Floors: the least "
         "time on an H100 / H200 for this shape in this dtype. Saved: bytes saved for backward "
         "(new = other than the inputs). Peak: CUDA max_memory_allocated growth, or CPU peak RSS growth.",
         "",
-        "| op | preset | shape | tokens | backend | mode | time ms (IQR) | vs torch | TFLOP/s | GB/s | GFLOP "
+        "| op | preset | shape | tokens | backend | mode | time ms (IQR) | vs torch | vs SDPA | TFLOP/s | GB/s | GFLOP "
         "| min MB | H100 floor ms | H200 floor ms | saved MB (new) | peak MB |",
-        "|---|---|---|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "|---|---|---|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in ran:
+        backend = r["backend"] + (f" → {r['auto_chose']}" if r.get("auto_chose") else "")
         peak = r.get("cuda_peak_bytes", r.get("peak_rss_delta_bytes"))
         saved = "–" if "saved_bytes" not in r else f"{_mb(r['saved_bytes'])} ({_mb(r['saved_new_bytes'])})"
         lines.append(
-            f"| {r['name']} | {r['preset']} | {_shape(r)} | {r['tokens']} | {r['backend']} | {r['mode']} "
+            f"| {r['name']} | {r['preset']} | {_shape(r)} | {r['tokens']} | {backend} | {r['mode']} "
             f"| {_f(r['time_ms'])} ({_f(r['time_iqr_ms'], '.2g')}) | {_f(r['ratio_vs_torch'], '.2f')} "
+            f"| {_f(r.get('ratio_vs_sdpa'), '.2f')} "
             f"| {_f(r['tflops'])} | {_f(r['gbs'])} | {_f(r['flops'] / 1e9)} | {_f(r['min_bytes'] / MB)} "
             f"| {_f(r['floor_h100_ms'])} | {_f(r['floor_h200_ms'])} | {saved} | {_mb(peak)} |")
     missing: dict[tuple[str, str, str], set[str]] = defaultdict(set)

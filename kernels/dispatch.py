@@ -8,8 +8,10 @@ registered with :func:`register` together with a ``check`` function that looks a
 arguments and returns ``None`` when it can serve the call, or a short reason why not
 ("needs a CUDA tensor", "head_dim 320 > 256", ...).
 
-``backend="auto"`` walks a per-device priority list and takes the first implementation whose
-check passes; the ``torch`` reference serves everything, so ``auto`` never fails. A forced
+``backend="auto"`` walks a per-device list and collects every implementation whose check passes;
+the ``torch`` reference serves everything, so ``auto`` never fails. When several can serve a call,
+:mod:`.autotune` times them on the call's layout, once per layout and machine, and keeps the fastest
+(the plain path unless a kernel beats it clearly); see :func:`.autotune.decisions`. A forced
 backend that cannot serve raises :class:`BackendUnavailable` listing every reason.
 
 Backends live in modules imported lazily on first dispatch (a GPU-only package such as
@@ -31,13 +33,13 @@ from dataclasses import dataclass
 
 import torch
 
-from . import standin
+from . import autotune, standin
 
 log = logging.getLogger("dit_video.kernels")
 
 BACKENDS = ("torch", "triton", "cuda", "cpu", "flash")
 
-# auto: fastest first; torch last (it serves every call).
+# auto's candidates, in the order that breaks ties when timing is off (DIT_VIDEO_AUTOTUNE=off); torch serves every call.
 AUTO_ORDER: dict[str, tuple[str, ...]] = {
     "cuda": ("triton", "cuda", "flash", "torch"),
     "cpu": ("cpu", "torch"),
@@ -205,7 +207,7 @@ def resolve(op: str, backend: str, *args, **kwargs) -> Impl:
     return impl
 
 
-def _resolve(op: str, backend: str, args, kwargs) -> Impl:
+def _resolve(op: str, backend: str, args, kwargs, tracing: bool = False) -> Impl:
     if backend == "auto":
         names = AUTO_ORDER.get(_device_of(args, kwargs), ("torch",))
     elif backend in BACKENDS:
@@ -216,6 +218,7 @@ def _resolve(op: str, backend: str, args, kwargs) -> Impl:
     if op in _COMPOSITE:
         return _COMPOSITE[op]
     reasons = []
+    accepted: list[Impl] = []  # the first accepting implementation of each backend, in order
     for name in names:
         _load(name)
         impls = _REGISTRY.get((op, name), [])
@@ -225,9 +228,14 @@ def _resolve(op: str, backend: str, args, kwargs) -> Impl:
         for impl in impls:
             why = impl.check(*args, **kwargs)
             if why is None:
-                return impl
+                accepted.append(impl)
+                break
             reasons.append(f"{name} ({getattr(impl.fn, '__name__', impl.fn)}): {why}")
-    raise BackendUnavailable(f"no backend can run {op} with backend={backend!r}: " + " | ".join(reasons))
+        if accepted and backend != "auto":
+            return accepted[0]
+    if not accepted:
+        raise BackendUnavailable(f"no backend can run {op} with backend={backend!r}: " + " | ".join(reasons))
+    return autotune.choose(op, accepted, args, kwargs, tracing=tracing)  # auto: measured, see autotune.py
 
 
 def dispatch(op: str, backend: str, *args, **kwargs):
@@ -252,7 +260,7 @@ def _resolve_traced(op: str, backend: str, args, kwargs) -> Impl:
 @torch.compiler.assume_constant_result
 def _resolve_facts(op: str, backend: str, arg_facts: tuple, kw_facts: tuple) -> tuple[tuple[str, str], int]:
     args = [standin.build(f) for f in arg_facts]
-    impl = _resolve(op, backend, args, {k: standin.build(f) for k, f in kw_facts})
+    impl = _resolve(op, backend, args, {k: standin.build(f) for k, f in kw_facts}, tracing=True)
     key = (impl.op, impl.backend)
     return key, _REGISTRY[key].index(impl)
 

@@ -412,7 +412,10 @@ class Trainer:
         if self.rank == 0 and cfg.progress:
             from tqdm.auto import tqdm
 
-            bar = tqdm(total=cfg.steps, initial=start, desc="train", dynamic_ncols=True)
+            if cfg.max_minutes is not None:  # the time budget ends the run: the bar shows its seconds, the step beside
+                bar = tqdm(total=round(60 * cfg.max_minutes), desc="train (time budget)", unit="s", dynamic_ncols=True)
+            else:
+                bar = tqdm(total=cfg.steps, initial=start, desc="train", dynamic_ncols=True)
         it = iter(self.loader)
         last_saved = start if self.resume_from is not None else -1
         self.engine.train()
@@ -429,9 +432,15 @@ class Trainer:
                 if self.step % cfg.log_every == 0 or self.step == cfg.steps or out_of_time:
                     stats = self.loader.stats() if hasattr(self.loader, "stats") else {}
                     self.metrics.log(self.step, {**scalars, **{f"loader/{k}": float(v) for k, v in stats.items()}})
+                if self.step == start + 1 and self.rank == 0:
+                    self._record_kernel_choices()
                 if bar is not None:
-                    bar.update(1)
-                    bar.set_postfix(loss=f"{scalars['loss']:.4f}", lr=f"{scalars['lr']:.2e}")
+                    if cfg.max_minutes is not None:
+                        bar.update(min(bar.total, round(time.monotonic() - t_start)) - bar.n)
+                        bar.set_postfix(step=self.step, loss=f"{scalars['loss']:.4f}", lr=f"{scalars['lr']:.2e}")
+                    else:
+                        bar.update(1)
+                        bar.set_postfix(loss=f"{scalars['loss']:.4f}", lr=f"{scalars['lr']:.2e}")
                 ckpt.fault_point("after_step", self.step)
                 if self.cfg.sample.every and self.step % self.cfg.sample.every == 0 and self.cfg.sample.prompts:
                     result.samples += self.write_samples(f"step_{self.step:08d}")
@@ -456,6 +465,16 @@ class Trainer:
         result.seconds = time.monotonic() - t_start
         barrier()
         return result
+
+    def _record_kernel_choices(self) -> None:
+        """What ``auto`` measured and chose for each op layout of the first step (kernels/autotune.py), in the run
+        directory and the log: the kernels a run used are part of what it measured."""
+        from ..kernels import auto_decisions
+
+        chosen = auto_decisions()
+        (self.out_dir / "kernel_choices.json").write_text(json.dumps(chosen, indent=1))
+        for d in chosen:
+            log.info("kernel auto: %s -> %s (%s)", d["op"], d["chosen"], d["why"])
 
     def _out_of_time(self, t_start: float) -> bool:
         """With ``train.max_minutes``: whether time is up (all ranks agree); also sets the time progress."""
