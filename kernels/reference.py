@@ -36,7 +36,9 @@ def attention_ref(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
     scale = d ** -0.5 if scale is None else scale
 
     def heads_first(t: torch.Tensor, L: int, dd: int) -> torch.Tensor:
-        return t.expand(batch + t.shape[-3:]).reshape(-1, L, h, dd).transpose(1, 2)
+        # one copy into contiguous [N, H, L, D], as a user calls SDPA (measured 1-4% faster fwd+bwd than
+        # SDPA on transposed views of a [N, L, H, D] copy)
+        return t.expand(batch + t.shape[-3:]).transpose(-3, -2).reshape(-1, h, L, dd)
 
     qh, kh, vh = heads_first(q, lq, d), heads_first(k, lk, d), heads_first(v, lk, dv)
     attn_mask = None
