@@ -58,7 +58,9 @@ def filmstrip(videos: list[np.ndarray], captions: list[str], path: str | Path, c
             if r == 0:
                 ax.set_title(f"t={c}", fontsize=7)
         axes[r][0].set_ylabel(caption, rotation=0, ha="right", va="center", fontsize=8)
-    fig.subplots_adjust(left=2.0 / (cols * cell + 2.2), right=0.99, top=0.93, bottom=0.02, wspace=0.05, hspace=0.1)
+    height = rows * cell + 0.3  # margins in inches, not fractions: 32 rows get no blank band above them
+    fig.subplots_adjust(left=2.0 / (cols * cell + 2.2), right=0.99, top=1 - 0.22 / height, bottom=0.05 / height,
+                        wspace=0.05, hspace=0.1)
     fig.savefig(path)
     plt.close(fig)
     return path
