@@ -238,9 +238,14 @@ def choose(op: str, impls: Sequence, args: Sequence, kwargs: dict, *, tracing: b
         table = _read(path)
         here = table.setdefault(machine(), {})
         got = here.get(key)
-        if got is None or got.get("chosen") not in by_name or set(got.get("times_ms", {})) != set(by_name):
-            times = measure(impls, args, kwargs)
-            chosen, why = _decide(impls, times)
+        if got is None or got.get("chosen") not in by_name or set(got.get("times_ms") or by_name) != set(by_name):
+            try:
+                times = measure(impls, args, kwargs)
+                chosen, why = _decide(impls, times)
+            except Exception as e:  # noqa: BLE001 - a failed measurement must not fail the caller's forward
+                times, chosen = {}, name_of(impls[0])
+                why = f"measurement failed ({type(e).__name__}: {e}); the static order decides"
+                log.warning("dit_video.kernels: auto %s: %s", op, why)
             got = {"op": op, "chosen": chosen, "why": why, "times_ms": {k: round(v * 1e3, 4) for k, v in times.items()}}
             here[key] = got
             _write(path, table)

@@ -159,3 +159,14 @@ def test_auto_through_dispatch_records_its_choice_and_matches_the_reference(cach
     torch.testing.assert_close(out, attention_ref(q, k, v), rtol=1e-5, atol=1e-5)
     (d,) = auto_decisions("attention")  # the csrc backend (built in CI) and the reference both serve it
     assert set(d["times_ms"]) == {"cpu:attention", "torch:attention_ref"} and d["chosen"] in d["times_ms"]
+
+
+def test_a_measurement_that_fails_falls_back_to_the_static_order_without_failing_the_call(cache):
+    def broken(*args, **kwargs):
+        raise RuntimeError("kernel crashed on the copy")
+
+    impls = [Impl("attention", "cpu", broken, dispatch._always),
+             Impl("attention", "torch", attention_ref, dispatch._always)]
+    assert autotune.choose("attention", impls, _qkv(), {}) is impls[0]
+    (d,) = auto_decisions()
+    assert "measurement failed" in d["why"] and "kernel crashed" in d["why"]

@@ -53,6 +53,8 @@ def test_resume_after_kill_reproduces_losses_bitwise(tmp_path, shards):
     full, crash = tmp_path / "full", tmp_path / "crash"
     r = _cli(["train", str(DEMO), *tiny_overrides(shards, full, *common)])
     assert r.returncode == 0, r.stderr[-3000:]
+    chosen = json.loads((full / "kernel_choices.json").read_text())  # what auto measured at the first step
+    assert chosen and all(d["chosen"] in d["times_ms"] and d["why"] for d in chosen)
 
     r = _cli(["train", str(DEMO), *tiny_overrides(shards, crash, *common)], fault="before_marker:4")
     assert r.returncode == -9, f"expected SIGKILL, got {r.returncode}: {r.stderr[-2000:]}"
