@@ -131,12 +131,13 @@ def _step(fwd: Callable[[], torch.Tensor], params: list[torch.nn.Parameter]) -> 
 
 
 def auto_choices(s: E2EShape, device: str, dtype: torch.dtype) -> dict[str, str]:
-    """Which backend ``auto`` picks for each fused op at this model's shapes."""
+    """Which backend ``auto`` picks for each fused op at this model's shapes, in training (inputs that need
+    gradients: the layouts of a training step; auto measures them, or reads the decision a step already made)."""
     from dit_video import kernels
 
     b, t, hw, h = s.batch, s.frames, (s.latent_hw // s.patch) ** 2, s.heads
     d = s.width // h
-    g = dict(device=device, dtype=dtype)
+    g = dict(device=device, dtype=dtype, requires_grad=True)
     q, k, v = torch.empty(b, t, hw, 3, h, d, **g).unbind(3)
     x = torch.empty(b, t, hw, s.width, **g)
     m = torch.empty(b, s.width, **g)
