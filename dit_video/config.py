@@ -58,7 +58,8 @@ class VideoDiTConfig:
     gradient_checkpointing: bool = False
     # activation memory (training): "none" saves what autograd saves; "mlp" recomputes each block's MLP
     # (adaLN, fc1, GELU) in backward from its input; "norms" also recomputes the attention's adaLN and
-    # gates its output projection without saving it (dit_video.kernels lean ops); "block" checkpoints
+    # gates its output projection without saving it (dit_video.kernels lean ops) and recomputes the text
+    # cross-attention (q, o, log-sum-exp) from its input; "block" checkpoints
     # whole blocks (= gradient_checkpointing). Measured: README "## Benchmarks", activation memory
     recompute: str = "none"
     norm_eps: float = 1e-6

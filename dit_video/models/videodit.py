@@ -131,6 +131,20 @@ class Mlp(nn.Module):
         return self.fc2(F.gelu(self.fc1(x), approximate="tanh"))
 
 
+def _checkpointed(fn, *args):
+    """``fn(*args)`` under non-reentrant activation checkpointing: only ``args`` are kept, the rest is recomputed
+    in backward, with the kernel backend of this forward (backward runs outside its ``use_backend`` context)."""
+    if torch.compiler.is_compiling():  # traced once: ops resolved now, the recomputation is in the graph
+        return checkpoint(fn, *args, use_reentrant=False)
+    backend = current_backend()
+
+    def run(*a):
+        with use_backend(backend):
+            return fn(*a)
+
+    return checkpoint(run, *args, use_reentrant=False)
+
+
 class VideoDiTBlock(nn.Module):
     """One transformer block of kind ``spatial``, ``temporal`` or ``full``."""
 
@@ -182,7 +196,12 @@ class VideoDiTBlock(nn.Module):
         else:
             r = x + _bcast(gate1, x) * a(adaln_modulate(x, shift1, scale1, eps=self.eps), self.kind, rope, sp)
         if self.cross is not None:  # no caption: the null condition, the projection's bias (see forward)
-            r = r + (self.cross(r, text, text_mask) if text is not None else self.cross.proj.bias)
+            if text is None:
+                r = r + self.cross.proj.bias
+            elif self.recompute == "norms" and self.training and torch.is_grad_enabled():
+                r = r + _checkpointed(self.cross, r, text, text_mask)  # keeps r only: q, o, lse recomputed
+            else:
+                r = r + self.cross(r, text, text_mask)
         return adaln_mlp(r, shift2, scale2, gate2, m.fc1.weight, m.fc1.bias, m.fc2.weight, m.fc2.bias, eps=self.eps)
 
 
@@ -389,15 +408,7 @@ class VideoDiT(nn.Module):
         ckpt = self.config.gradient_checkpointing or self.config.recompute == "block"
         if not (ckpt and self.training and torch.is_grad_enabled()):
             return blk(tokens, c, rope, text, text_mask, sp)
-        if torch.compiler.is_compiling():  # traced once: ops resolved now, the recomputation is in the graph
-            return checkpoint(blk, tokens, c, rope, text, text_mask, sp, use_reentrant=False)
-        backend = current_backend()  # the recomputation in backward runs outside forward's context
-
-        def run(tokens, c, rope, text, text_mask):
-            with use_backend(backend):
-                return blk(tokens, c, rope, text, text_mask, sp)
-
-        return checkpoint(run, tokens, c, rope, text, text_mask, use_reentrant=False)
+        return _checkpointed(blk, tokens, c, rope, text, text_mask, sp)
 
     # ----------------------------------------------------------------------------- weights
     def save_pretrained(self, directory: str | os.PathLike) -> None:
