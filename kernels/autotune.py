@@ -192,13 +192,29 @@ def _file_lock(path: Path | None):
     if path is None:
         yield
         return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(str(path) + ".lock", "a+") as f:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        f = open(str(path) + ".lock", "a+")  # noqa: SIM115 - closed below
+    except OSError as e:  # a read-only home, say: decide in memory, tell once
+        _warn_once(f"dit_video.kernels: autotune cache {path} is not writable ({e}); decisions stay in memory "
+                   "(set DIT_VIDEO_AUTOTUNE_CACHE to a writable file, or to '' to silence this)")
+        yield
+        return
+    with f:
         fcntl.flock(f, fcntl.LOCK_EX)
         try:
             yield
         finally:
             fcntl.flock(f, fcntl.LOCK_UN)
+
+
+_WARNED: set[str] = set()
+
+
+def _warn_once(msg: str) -> None:
+    if msg not in _WARNED:
+        _WARNED.add(msg)
+        log.warning(msg)
 
 
 def _read(path: Path | None) -> dict:
@@ -216,8 +232,11 @@ def _write(path: Path | None, data: dict) -> None:
     if path is None:
         return
     tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
+        os.replace(tmp, path)
+    except OSError as e:
+        _warn_once(f"dit_video.kernels: cannot write the autotune cache {path} ({e}); decisions stay in memory")
 
 
 # ----------------------------------------------------------------------------- entry points

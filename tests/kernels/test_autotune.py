@@ -170,3 +170,19 @@ def test_a_measurement_that_fails_falls_back_to_the_static_order_without_failing
     assert autotune.choose("attention", impls, _qkv(), {}) is impls[0]
     (d,) = auto_decisions()
     assert "measurement failed" in d["why"] and "kernel crashed" in d["why"]
+
+
+def test_an_unwritable_cache_keeps_decisions_in_memory(tmp_path, monkeypatch, caplog):
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_text("")  # the cache's directory cannot be made, whoever runs the test (root included)
+    monkeypatch.setenv("DIT_VIDEO_AUTOTUNE_CACHE", str(blocker / "autotune.json"))
+    autotune.forget()
+    try:
+        impls = [Impl("attention", "cpu", _slow(0.02), dispatch._always),
+                 Impl("attention", "torch", attention_ref, dispatch._always)]
+        with caplog.at_level("WARNING", logger="dit_video.kernels"):
+            assert autotune.choose("attention", impls, _qkv(), {}).backend == "torch"  # measured, not crashed
+        assert len(auto_decisions()) == 1
+        assert "not writable" in caplog.text and "DIT_VIDEO_AUTOTUNE_CACHE" in caplog.text
+    finally:
+        autotune.forget()
