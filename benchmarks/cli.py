@@ -1,7 +1,8 @@
 """Command line: ``python -m benchmarks {kernels,e2e,data,all} [options]`` (also ``dit-video bench``);
 ``python -m benchmarks quality ...`` is the model-quality lab (:mod:`benchmarks.quality`);
 ``python -m benchmarks gpu-check --out DIR [--dry-run]`` everything that needs a GPU (:mod:`benchmarks.gpu_check`);
-``python -m benchmarks longest-clip [--cap-gib 8]`` the most frames that train under a memory cap (:mod:`benchmarks.longest_clip`)."""
+``python -m benchmarks longest-clip [--cap-gib 8]`` the most frames that train under a memory cap
+(:mod:`benchmarks.longest_clip`)."""
 
 from __future__ import annotations
 

@@ -64,14 +64,15 @@ SHAPES = {
 }
 
 
-def build_videodit(s: E2EShape, backend: str, checkpointing: bool) -> torch.nn.Module:
+def build_videodit(s: E2EShape, backend: str, checkpointing: bool, recompute: str = "none") -> torch.nn.Module:
     from dit_video import VideoDiT, VideoDiTConfig
 
     cfg = VideoDiTConfig(in_channels=s.in_channels, num_frames=s.frames, sample_size=[s.latent_hw, s.latent_hw],
                          patch_size=[1, s.patch, s.patch], hidden_size=s.width, depth=2 * s.num_layers,
                          num_heads=s.heads, modulation="adaln_single", conditioning="text",
                          caption_channels=s.caption_channels, learn_sigma=True, kernel_backend=backend,
-                         gradient_checkpointing=checkpointing, temporal_position="first_temporal")  # as Latte
+                         gradient_checkpointing=checkpointing, recompute=recompute,
+                         temporal_position="first_temporal")  # as Latte
     return VideoDiT(cfg)
 
 

@@ -129,6 +129,7 @@ def run_case(case: Case, device: str, dtype: torch.dtype, quick: bool, budget_s:
             continue
         times = timing.time_fns(device, fns, BASELINE if BASELINE in fns else None, quick=quick,
                                 grad_to_none=inputs.leaves, budget_s=budget_s)
+        sdpa = times["sdpa"].summary()["time_ms"] if "sdpa" in fns else None
         for row in rows:
             if row["mode"] != mode or row["status"] != "ok" or row["backend"] not in fns:
                 continue
@@ -136,19 +137,16 @@ def run_case(case: Case, device: str, dtype: torch.dtype, quick: bool, budget_s:
             summ = times[cand].summary()
             row.update(summ)
             row["ratio_vs_torch"] = row.pop("ratio_vs_baseline")
+            row["ratio_vs_sdpa"] = None if sdpa is None else summ["time_ms"] / sdpa  # the user-style path
+            if cand == "auto":  # what it resolved to in this mode (no_grad is another layout key)
+                with torch.no_grad() if mode == "fwd" else contextlib.nullcontext():
+                    args, kwargs = inputs.build()
+                    row["auto_chose"] = kernels.resolve(case.op, "auto", *args, **kwargs).backend
             sec = summ["time_ms"] / 1e3
             row["tflops"] = row["flops"] / sec / 1e12
             row["gbs"] = row["min_bytes"] / sec / 1e9
             row["pct_of_h100_floor"] = 100.0 * row["floor_h100_ms"] / summ["time_ms"]
             row.update(_memory(device, runnable[cand], mode, fns[cand], inputs))
-        sdpa = times["sdpa"].summary()["time_ms"] if "sdpa" in fns else None
-        for row in rows:
-            if row["mode"] == mode and row["status"] == "ok" and row["backend"] in fns:
-                row["ratio_vs_sdpa"] = None if sdpa is None else row["time_ms"] / sdpa  # the user-style path
-                if row["backend"] == "auto":  # what it resolved to in this mode (no_grad is another layout key)
-                    with torch.no_grad() if mode == "fwd" else contextlib.nullcontext():
-                        args, kwargs = inputs.build()
-                        row["auto_chose"] = kernels.resolve(case.op, "auto", *args, **kwargs).backend
     del inputs
     if not quick:
         gc.collect()

@@ -27,13 +27,11 @@ import json, os, resource, sys, threading, time
 import torch
 sys.path.insert(0, {root!r})
 torch.set_num_threads({threads})
-from benchmarks import e2e
+from benchmarks import e2e, memory
 cap = {cap}
 def watchdog():
-    page = os.sysconf("SC_PAGE_SIZE")
     while True:
-        with open("/proc/self/statm") as f:
-            rss = int(f.read().split()[1]) * page
+        rss = memory._rss_bytes()
         if rss > cap:
             print(json.dumps({{"fits": False, "rss_at_kill": rss}}), flush=True)
             os._exit(3)
@@ -44,10 +42,7 @@ torch.manual_seed(0)
 if {model!r} == "latte":
     m = e2e.build_latte(s, False)
 else:
-    m = e2e.build_videodit(s, "auto", {recompute!r} == "block")
-    m.config.recompute = {recompute!r}
-    for blk in m.blocks:
-        blk.recompute = {recompute!r}
+    m = e2e.build_videodit(s, "auto", False, recompute={recompute!r})
 m.train()
 b = e2e.make_batch(s, "cpu", torch.float32)
 fwd = e2e._forward("latte" if {model!r} == "latte" else "ours", m, b)

@@ -42,7 +42,8 @@ def kernels_markdown(rows: list[dict]) -> str:
         "Shape: B×T×S (batch × latent frames × tokens per frame), heads×head_dim. Time: median (IQR) "
         "over interleaved rounds; `vs torch`: median of per-round ratios to the torch reference (< 1 is "
         "faster); `vs SDPA`: median time over the user-style SDPA path's (attention: permute copies + SDPA + copy "
-        "back); `auto` rows name what the dispatcher measured fastest here. TFLOP/s and GB/s: FLOPs and minimum bytes over the median time. Floors: the least "
+        "back); `auto` rows name what the dispatcher measured fastest here. TFLOP/s and GB/s: FLOPs and "
+        "minimum bytes over the median time. Floors: the least "
         "time on an H100 / H200 for this shape in this dtype. Saved: bytes saved for backward "
         "(new = other than the inputs). Peak: CUDA max_memory_allocated growth, or CPU peak RSS growth.",
         "",

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import json
 import logging
 import os
@@ -69,16 +70,20 @@ def cache_path() -> Path | None:
     return Path(p) if p.strip() else None
 
 
-def machine() -> str:
-    """What a decision is valid for: CPU model, ISA level, compute threads, torch version (+ GPU name on CUDA)."""
-    model = "unknown cpu"
+@functools.lru_cache(maxsize=1)
+def _cpu_model() -> str:
     with contextlib.suppress(OSError):
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
+                return line.split(":", 1)[1].strip()
+    return "unknown cpu"
+
+
+def machine(device: str = "cpu") -> str:
+    """What a decision is valid for: CPU model, ISA level, compute threads, torch version (+ the GPU on CUDA)."""
+    gpu = f" | {torch.cuda.get_device_name()}" if device == "cuda" else ""
     isa = torch.backends.cpu.get_cpu_capability()
-    return f"{model} | {isa} | {torch.get_num_threads()} threads | torch {torch.__version__}"
+    return f"{_cpu_model()} | {isa} | {torch.get_num_threads()} threads | torch {torch.__version__}{gpu}"
 
 
 def _tensor_layout(a: torch.Tensor) -> list:
@@ -245,17 +250,18 @@ def choose(op: str, impls: Sequence, args: Sequence, kwargs: dict, *, tracing: b
     if len(impls) < 2 or not enabled():
         return impls[0]
     key = layout_key(op, args, kwargs)
+    here_is = machine(json.loads(key)[-1])  # the key ends with the device type
     by_name = {name_of(i): i for i in impls}
     hit = _MEMORY.get(key)
     if hit is not None and hit["chosen"] in by_name:
         return by_name[hit["chosen"]]
     path = cache_path()
     if tracing:  # never time inside a trace: a decision already on file, else the static order
-        on_file = _read(path).get(machine(), {}).get(key)
+        on_file = _read(path).get(here_is, {}).get(key)
         return by_name.get((on_file or {}).get("chosen"), impls[0])
     with _LOCK, _file_lock(path):
         table = _read(path)
-        here = table.setdefault(machine(), {})
+        here = table.setdefault(here_is, {})
         got = here.get(key)
         if got is None or got.get("chosen") not in by_name or set(got.get("times_ms") or by_name) != set(by_name):
             try:
