@@ -237,7 +237,14 @@ class VideoDiT(nn.Module):
 
     # ----------------------------------------------------------------------------- setup
     def initialize_weights(self) -> None:
-        """DiT's init: xavier linears, N(0, 0.02) embeddings, zero adaLN and output (output ~ 0)."""
+        """DiT's init: xavier linears, N(0, 0.02) embeddings, zero adaLN and output (output ~ 0).
+
+        The caption projection stays xavier (PixArt draws it from N(0, 0.02)): with N(0, 0.02) the projected text
+        tokens are ~50x smaller, the zero-initialised cross-attention output gets almost no gradient, and a small
+        model sits on a plateau where it ignores the caption. Measured on the demo's model at flow u = 1 (8 captions,
+        batch 8, 1500 steps, learned TinyTextEncoder): x0-prediction motion / data's 0.00 and 0.00 with N(0, 0.02)
+        (seeds 0, 1), 0.89 and 0.93 with xavier.
+        """
         for m in self.modules():
             if isinstance(m, nn.Linear):
                 nn.init.xavier_uniform_(m.weight)
@@ -246,9 +253,6 @@ class VideoDiT(nn.Module):
         nn.init.normal_(self.t_embedder.mlp[2].weight, std=0.02)
         if self.y_embedder is not None:
             nn.init.normal_(self.y_embedder.table.weight, std=0.02)
-        if self.caption_projection is not None:
-            nn.init.normal_(self.caption_projection.fc1.weight, std=0.02)
-            nn.init.normal_(self.caption_projection.fc2.weight, std=0.02)
         if hasattr(self, "t_block"):
             nn.init.normal_(self.t_block[1].weight, std=0.02)
         for blk in self.blocks:

@@ -3,12 +3,18 @@
 At pure noise (flow u = 1) the sampler has not yet placed the object; the model's x0 prediction there is its
 estimate of ``E[x0 | caption]``, the data's mean clip, and for a moving object that mean moves. A model that
 does not carry the motion there leaves the direction to the initial noise: samples move the captioned way by
-chance. Two defaults decide it (measured, see README "The demo"): the training density of u
-(``DiffusionConfig.logit_mean``, leaning to noise) and the frame index reaching every block
-(``VideoDiTConfig.temporal_position="input"``). This test trains the defaults for a short fixed budget on
-"a red square moving left / right" and asserts that the prediction at u = 1 moves each caption's way by at
-least half the data's mean shift; the last test shows the assertion fails for the old layout (the frame
-index added before the first temporal block only).
+chance. Defaults that decide it (measured, see README "The demo"): the training density of u
+(``DiffusionConfig.logit_mean``, leaning to noise) and the caption projection's init (xavier, not PixArt's
+N(0, 0.02), which leaves the caption almost no gradient: ``VideoDiT.initialize_weights``). This test trains the
+defaults for a short fixed budget on "a red square moving left / right" and asserts that the prediction at
+u = 1 moves each caption's way by at least half the data's mean shift; the last test is the control: the same
+training with every caption dropped (the model never sees one) fails the assertion.
+
+Measured on an AVX2 EPYC (min over the two captions of predicted / data shift; init seeds 0, 1, 2): 2000 steps,
+these defaults: 0.65, 0.65, 0.79. At 1500 steps the spread straddles the threshold (0.48, 0.81, 0.82; with the
+old N(0, 0.02) caption projection 0.63, 0.68, 0.19), hence the 2000. With this init the frame index need not
+enter at the input at this size any more (``temporal_position="first_temporal"``: 0.77 at 2000 steps), so the
+earlier control on the layout no longer discriminates and was replaced by the caption-blind one.
 """
 
 from __future__ import annotations
@@ -31,11 +37,13 @@ SPEC = dict(colors=["red"], shapes=["square"], directions=["left", "right"], spe
             backgrounds=["plain"], max_objects=1, occlusion_prob=0.0, bounce=False, radius=(0.2, 0.25),
             background_colors=[(10, 10, 12)])
 CAPTIONS = ["a red square moving left", "a red square moving right"]
-SIZE, FRAMES, STEPS = 16, 4, 1500
+SIZE, FRAMES, STEPS = 16, 4, 2000
 
 
-def _train(**model_kw) -> dict[str, float]:
-    """Train for STEPS steps with the defaults (but ``model_kw``); the x0-prediction shift at u = 1 per caption."""
+def _train(caption_blind: bool = False) -> dict[str, float]:
+    """Train for STEPS steps with the defaults; the x0-prediction shift at u = 1 per caption.
+
+    ``caption_blind``: every training caption is dropped (the null condition), the control."""
     torch.manual_seed(0)
     clips, caps = [], []
     for i in range(256):
@@ -44,7 +52,7 @@ def _train(**model_kw) -> dict[str, float]:
         caps.append(c)
     x = torch.from_numpy(np.stack(clips)).permute(0, 4, 1, 2, 3).float() / 127.5 - 1.0
     mcfg = VideoDiTConfig(in_channels=3, num_frames=FRAMES, sample_size=[SIZE, SIZE], patch_size=[1, 4, 4],
-                          hidden_size=64, depth=4, num_heads=4, conditioning="text", caption_channels=32, **model_kw)
+                          hidden_size=64, depth=4, num_heads=4, conditioning="text", caption_channels=32)
     conditioner = Conditioner(mcfg, ConditionConfig(text_encoder="tiny", tiny_dim=32, tiny_layers=0, max_length=8))
     model = ConditionedDiT(VideoDiT(mcfg), conditioner.new_learned_encoder()).train()
     diffusion = build_diffusion(DiffusionConfig())  # the defaults under test
@@ -52,7 +60,8 @@ def _train(**model_kw) -> dict[str, float]:
     gen = torch.Generator().manual_seed(0)
     for _ in range(STEPS):
         idx = torch.randint(0, len(x), (16,), generator=gen)
-        kw = conditioner.training_kwargs([caps[i] for i in idx], None)
+        drop = torch.ones(len(idx), dtype=torch.bool) if caption_blind else None
+        kw = conditioner.training_kwargs([caps[i] for i in idx], drop)
         loss, _ = diffusion.training_loss(lambda xt, t, cond_mask=None, kw=kw: model(xt, t, cond_mask=cond_mask, **kw),
                                           x[idx], generator=gen)
         opt.zero_grad(set_to_none=True)
@@ -82,6 +91,6 @@ def test_defaults_carry_the_captions_motion_at_pure_noise():
 
 
 @pytest.mark.slow
-def test_the_check_fails_without_the_frame_index_at_the_input():
-    want, got = _data_shifts(), _train(temporal_position="first_temporal")
-    assert any(got[c] < 0.5 * want[c] for c in CAPTIONS), (got, want)
+def test_the_check_fails_for_a_model_that_never_saw_a_caption():
+    want, got = _data_shifts(), _train(caption_blind=True)
+    assert all(got[c] < 0.5 * want[c] for c in CAPTIONS), (got, want)
