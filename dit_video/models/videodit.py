@@ -243,7 +243,7 @@ class VideoDiT(nn.Module):
         tokens are ~50x smaller, the zero-initialised cross-attention output gets almost no gradient, and a small
         model sits on a plateau where it ignores the caption. Measured on the demo's model at flow u = 1 (8 captions,
         batch 8, 1500 steps, learned TinyTextEncoder): x0-prediction motion / data's 0.00 and 0.00 with N(0, 0.02)
-        (seeds 0, 1), 0.89 and 0.93 with xavier.
+        (seeds 0, 1), 0.89, 0.93 and 0.95 with xavier (seeds 0, 1, 2).
         """
         for m in self.modules():
             if isinstance(m, nn.Linear):
