@@ -19,8 +19,8 @@ objective:
 
 For all objectives: the training timestep is drawn from ``timestep_sampling`` (``uniform``
 is the classic DDPM recipe, ``logit_normal`` with ``logit_mean``/``logit_std`` the SD3 one, ``mode``
-SD3's mode sampling with ``mode_scale``)
-per clip, or per latent frame with ``per_frame_timesteps``; ``min_snr_gamma`` turns on
+SD3's mode sampling with ``mode_scale``; ``uniform_share`` of the draws uniform instead, a floor under the
+low- and high-noise ends that a leaning density leaves almost empty) per clip, or per latent frame with ``per_frame_timesteps``; ``min_snr_gamma`` turns on
 min-SNR-gamma weighting; the first ``cond_frames`` frames of a clip are kept clean with
 probability ``cond_prob`` (video prediction; the loss skips them); ``cfg_dropout`` is the
 probability with which the *trainer* drops the condition (text/label) for classifier-free guidance.
@@ -59,6 +59,7 @@ class DiffusionConfig:
     logit_mean: float = 1.0  # leans to noise, where video motion is decided: see the module docstring
     logit_std: float = 1.0
     mode_scale: float = 1.29
+    uniform_share: float = 0.0
     shift: float = 1.0
     prediction: str = "velocity"
     x0_min_u: float = 0.05
@@ -90,7 +91,7 @@ class DiffusionConfig:
             raise ValueError(f"DiffusionConfig.min_snr_gamma must be > 0 or null, got {self.min_snr_gamma}")
         if self.cond_frames < 0:
             raise ValueError(f"DiffusionConfig.cond_frames must be >= 0, got {self.cond_frames}")
-        for key in ("cond_prob", "cfg_dropout"):
+        for key in ("cond_prob", "cfg_dropout", "uniform_share"):
             if not 0.0 <= getattr(self, key) <= 1.0:
                 raise ValueError(f"DiffusionConfig.{key} must be in [0, 1], got {getattr(self, key)}")
         if self.zero_terminal_snr and self.objective != "v":

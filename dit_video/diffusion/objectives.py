@@ -111,7 +111,8 @@ class Diffusion:
                          device: torch.device | str = "cpu") -> torch.Tensor:
         """Training timesteps of ``shape`` ([B] or [B, T]) on the model scale."""
         c = self.config
-        u = sample_unit_time(shape, c.timestep_sampling, c.logit_mean, c.logit_std, generator, device, c.mode_scale)
+        u = sample_unit_time(shape, c.timestep_sampling, c.logit_mean, c.logit_std, generator, device, c.mode_scale,
+                             c.uniform_share)
         return self.timesteps_from_unit(u)
 
     def training_loss(self, model_fn: ModelFn, x0: torch.Tensor, generator: torch.Generator | None = None,

@@ -24,9 +24,10 @@ def mode_warp(x: torch.Tensor, scale: float) -> torch.Tensor:
 
 
 def sample_unit_time(shape, kind: str, mean: float, std: float, generator: torch.Generator | None,
-                     device, mode_scale: float = 0.0) -> torch.Tensor:
+                     device, mode_scale: float = 0.0, uniform_share: float = 0.0) -> torch.Tensor:
     """``u`` in the open interval (0, 1): ``uniform``, ``logit_normal`` (``sigmoid(N(mean, std^2))``) or
-    ``mode`` (:func:`mode_warp` of a uniform draw with ``mode_scale``)."""
+    ``mode`` (:func:`mode_warp` of a uniform draw with ``mode_scale``); with ``uniform_share`` > 0 that
+    share of the draws (each one with that probability) is uniform instead, a floor under every noise level."""
     if kind == "uniform":
         u = rand(shape, generator, device)
     elif kind == "logit_normal":
@@ -35,6 +36,9 @@ def sample_unit_time(shape, kind: str, mean: float, std: float, generator: torch
         u = mode_warp(rand(shape, generator, device), mode_scale)
     else:
         raise ValueError(f"unknown timestep_sampling {kind!r}; choose logit_normal, uniform or mode")
+    if uniform_share > 0:
+        pick = rand(shape, generator, device) < uniform_share
+        u = torch.where(pick, rand(shape, generator, device), u)
     return u.clamp(1e-5, 1 - 1e-5)
 
 

@@ -172,6 +172,21 @@ def test_mode_sampling_is_sd3s_warp_of_a_uniform_draw():
         DiffusionConfig(timestep_sampling="mode", mode_scale=2.0)
 
 
+def test_uniform_share_puts_that_share_of_draws_on_a_uniform_floor():
+    from statistics import NormalDist
+
+    g = torch.Generator().manual_seed(0)
+    u = build_diffusion(DiffusionConfig(logit_mean=1.0, uniform_share=0.25)).sample_timesteps((80000,), g) / 1000
+    for a, b in ((0.0, 0.1), (0.1, 0.5), (0.9, 1.0)):
+        ln = NormalDist(1.0, 1.0).cdf(math.log(b / (1 - b)) if b < 1 else 50) - (
+            NormalDist(1.0, 1.0).cdf(math.log(a / (1 - a))) if a > 0 else 0.0)
+        expect = 0.25 * (b - a) + 0.75 * ln
+        got = float(((u > a) & (u <= b)).float().mean())
+        assert abs(got - expect) < 4 * math.sqrt(expect * (1 - expect) / u.numel()) + 1e-3, (a, b, got, expect)
+    with pytest.raises(ValueError, match="uniform_share must be in"):
+        DiffusionConfig(uniform_share=1.5)
+
+
 def test_training_loss_validates_shapes():
     d = build_diffusion(DiffusionConfig())
     with pytest.raises(ValueError, match=r"x0 must be \[B, C, T, H, W\]"):
