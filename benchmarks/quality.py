@@ -48,6 +48,8 @@ VARIANTS: dict[str, list[str]] = {
     "ln_m1.5": ["diffusion.timestep_sampling=logit_normal", "diffusion.logit_mean=1.5", "diffusion.logit_std=1.0"],
     "ln_m2": ["diffusion.timestep_sampling=logit_normal", "diffusion.logit_mean=2.0", "diffusion.logit_std=1.0"],
     "ln_m1_s1.6": ["diffusion.timestep_sampling=logit_normal", "diffusion.logit_mean=1.0", "diffusion.logit_std=1.6"],
+    "ln_m1_u0.3": ["diffusion.timestep_sampling=logit_normal", "diffusion.logit_mean=1.0", "diffusion.logit_std=1.0",
+                   "diffusion.uniform_share=0.3"],
     "uniform": ["diffusion.timestep_sampling=uniform"],
     "mode_1.29": ["diffusion.timestep_sampling=mode", "diffusion.mode_scale=1.29"],
     "mode_-0.5": ["diffusion.timestep_sampling=mode", "diffusion.mode_scale=-0.5"],
@@ -200,6 +202,51 @@ def probe(model, diffusion, conditioner, captions: list[str], data_shift: dict[s
             "data_shift_px": float(np.mean([data_shift[c] for c in captions])), "probe_per_caption": per}
 
 
+def corner_fill_of(frames: np.ndarray, caption: str) -> float:
+    """Mean over frames of the corner fill (:func:`~dit_video.data.synthetic.corner_fill`) of the caption colour's
+    pixels in uint8 ``[T, H, W, 3]`` frames: about 1 for a square, 0 for a circle; NaN when no frame shows it."""
+    from dit_video.data.synthetic import COLORS, corner_fill
+
+    colour = next(w for w in caption.split() if w in COLORS)
+    near = np.linalg.norm(frames.astype(np.float32) - np.array(COLORS[colour], np.float32), axis=-1) < 90.0
+    fills = [float(corner_fill(m).mean()) for m in near if m.sum() >= 9]
+    return float(np.mean(fills)) if fills else float("nan")
+
+
+def _pixels(x) -> np.ndarray:
+    """[B, C, T, H, W] in [-1, 1] -> uint8 [B, T, H, W, C]."""
+    return ((x.clamp(-1, 1) + 1) * 127.5).round().to(__import__("torch").uint8).permute(0, 2, 3, 4, 1).numpy()
+
+
+def shape_word_probe(model, diffusion, conditioner, clips, caps: list[str], us=(0.5, 0.65, 0.8),
+                     seed: int = 54321) -> dict[str, Any]:
+    """Does the model read the shape word? Held-out clips noised to each flow time ``u`` in ``us`` (where the
+    noisy image no longer shows the corners well), their x0 predictions with the true caption and with the
+    other shape word (square <-> circle); the effect is the corner fill with "square" minus with "circle",
+    averaged over clips (0: the word is ignored, the image alone decides; up to 1). Per ``u`` and the mean.
+    Flow objectives (``x_u = (1 - u) x0 + u eps``)."""
+    import torch
+
+    other = {"square": "circle", "circle": "square"}
+    swap = [" ".join(other.get(w, w) for w in c.split()) for c in caps]
+    is_square = np.array(["square" in c for c in caps])
+    gen = torch.Generator().manual_seed(seed)
+    n = diffusion.num_train_timesteps
+    per = {}
+    with torch.no_grad():
+        for u in us:
+            xt = (1 - u) * clips + u * torch.randn(clips.shape, generator=gen)
+            t = torch.full((len(caps),), u * n)
+            fill = {}
+            for name, cc in (("true", caps), ("swap", swap)):
+                cond, _ = conditioner.sampling_kwargs(model, cc, None)
+                x0 = diffusion.x0_eps(xt, t, model(xt, t, **cond).float())[0]
+                fill[name] = np.array([corner_fill_of(f, c) for f, c in zip(_pixels(x0), cc)])
+            effect = np.where(is_square, fill["true"] - fill["swap"], fill["swap"] - fill["true"])
+            per[f"{u:g}"] = float(np.nanmean(effect))
+    return {"shape_word": float(np.mean(list(per.values()))), "shape_word_per_u": per}
+
+
 def check(model, diffusion, conditioner, cfg, captions: list[str], seeds: list[int], shape: tuple[int, ...],
           min_shift: float) -> dict[str, Any]:
     """Sample every caption once per seed with the recipe's sampler; count what check_clip passes."""
@@ -212,6 +259,7 @@ def check(model, diffusion, conditioner, cfg, captions: list[str], seeds: list[i
     keys = ("ok", "one_shape", "shape_ok", "moves", "background_ok")
     counts = dict.fromkeys(keys, 0)
     per: dict[str, int] = dict.fromkeys(captions, 0)
+    fills: dict[str, list[float]] = {"square": [], "circle": []}
     with torch.no_grad():
         cond, uncond = conditioner.sampling_kwargs(model, captions, None)
         for sd in seeds:
@@ -224,13 +272,17 @@ def check(model, diffusion, conditioner, cfg, captions: list[str], seeds: list[i
             x = sample(diffusion, fn, (len(captions), *shape), sampler=s.sampler, steps=s.steps,
                        generator=torch.Generator().manual_seed(sd), guidance_scale=s.guidance_scale,
                        uncond_model_fn=ufn if s.guidance_scale != 1.0 else None)
-            frames = ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 4, 1).numpy()
-            for f, cap in zip(frames, captions):
+            for f, cap in zip(_pixels(x), captions):
                 r = check_clip(f, cap, background=DEMO_BACKGROUND, min_shift=min_shift)
+                for k in fills:
+                    if k in cap.split():
+                        fills[k].append(corner_fill_of(f, cap))
                 for k in keys:
                     counts[k] += bool(r[k])
                 per[cap] += bool(r["ok"])
-    return {**counts, "n": len(captions) * len(seeds), "ok_per_caption": per}
+    # what the user sees of the shape word: square samples' corner fill minus circle samples' (clean clips: ~1)
+    sep = float(np.nanmean(fills["square"]) - np.nanmean(fills["circle"])) if all(fills.values()) else float("nan")
+    return {**counts, "n": len(captions) * len(seeds), "ok_per_caption": per, "shape_sep": sep}
 
 
 # ---------------------------------------------------------------------------------------------- driver
@@ -260,6 +312,10 @@ def run_one(name: str, overrides: list[str], seed: int, args: argparse.Namespace
     t1 = time.perf_counter()
     pr = probe(model, diffusion, conditioner, captions, data_shift, args.probe_noises, shape)
     ck = check(model, diffusion, conditioner, cfg, captions, list(args.samples), shape, min_shift=0.25 * h)
+    words = {w for c in caps for w in c.split()}
+    if {"square", "circle"} <= words and cfg.diffusion.objective == "flow":
+        held, held_caps = demo_data(48, 1, h, t, **args.data)  # data seed 1: clips not in training
+        ck |= shape_word_probe(model, diffusion, conditioner, to_model(held), held_caps)
     return {"variant": name, "seed": seed, "steps": args.steps, "tag": args.tag, "overrides": [*overrides,
             *args.overrides], "data": args.data, **log, "score_s": time.perf_counter() - t1, **pr, **ck}
 
@@ -270,19 +326,21 @@ def table(rows: list[dict[str, Any]]) -> str:
     for r in rows:
         groups.setdefault((r["variant"], r.get("tag", ""), r["steps"]), []).append(r)
     out = ["| variant | tag | steps | seeds | probe (x0 shift at u=1 / data's) | worst caption | "
-           "check ok per seed (of n) | one shape | right shape | moves | plain bg | loss | train s |",
-           "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+           "check ok per seed (of n) | one shape | right shape | moves | plain bg | shape sep | shape word | loss | "
+           "train s |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for (name, tag, steps), rs in groups.items():
         pr = np.array([r["probe"] for r in rs])
         n = rs[0]["n"]
         oks = "/".join(str(r["ok"]) for r in rs)
 
-        def mean_of(k: str, rs=rs) -> str:
-            return f"{np.mean([r[k] for r in rs]):.1f}"
+        def mean_of(k: str, rs=rs, fmt: str = ".1f") -> str:
+            vals = [r[k] for r in rs if k in r]
+            return f"{np.mean(vals):{fmt}}" if vals else "-"
 
         out.append(f"| {name} | {tag} | {steps} | {len(rs)} | {pr.mean():.2f} ({pr.min():.2f}..{pr.max():.2f}) | "
                    f"{np.mean([r['probe_min'] for r in rs]):.2f} | {oks} (of {n}) | {mean_of('one_shape')} | "
                    f"{mean_of('shape_ok')} | {mean_of('moves')} | {mean_of('background_ok')} | "
+                   f"{mean_of('shape_sep', fmt='.2f')} | {mean_of('shape_word', fmt='.3f')} | "
                    f"{np.mean([r['loss_last10pct'] for r in rs]):.4f} | {np.mean([r['train_s'] for r in rs]):.0f} |")
     return "\n".join(out) + "\n"
 
@@ -306,7 +364,8 @@ def run(args: argparse.Namespace) -> int:
                 f.write(json.dumps(row) + "\n")
             print(f"{name} seed {seed}: probe {row['probe']:.2f} (worst {row['probe_min']:.2f}), check ok "
                   f"{row['ok']}/{row['n']} (one shape {row['one_shape']}, shape {row['shape_ok']}, moves "
-                  f"{row['moves']}, bg {row['background_ok']}), loss {row['loss_last10pct']:.4f}, "
+                  f"{row['moves']}, bg {row['background_ok']}, shape sep {row.get('shape_sep', float('nan')):.2f}, "
+                  f"shape word {row.get('shape_word', float('nan')):+.3f}), loss {row['loss_last10pct']:.4f}, "
                   f"train {row['train_s']:.0f}s, score {row['score_s']:.0f}s", flush=True)
     rows = [json.loads(line) for line in jsonl.read_text().splitlines() if line.strip()]
     (args.out / "quality.md").write_text(table(rows))
