@@ -9,7 +9,8 @@ from pathlib import Path
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("weights", help="an export directory (dit-video export) or VideoDiT.save_pretrained directory")
-    p.add_argument("--prompt", action="append", default=None, help="caption (repeat for several clips)")
+    p.add_argument("--prompt", action="append", default=None, help="caption (repeat for several clips; \"\" is no "
+                                                                   "caption, the default with --cond-video)")
     p.add_argument("--label", type=int, action="append", default=None, help="class id of a class-conditioned model")
     p.add_argument("--cond-video", default=None, help="video file whose first frames are continued")
     p.add_argument("--cond-frames", type=int, default=0, help="how many frames of --cond-video to keep")
@@ -49,6 +50,9 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--out must end with .mp4 (a .gif is written next to it), got {args.out}")
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     pipe = SamplingPipeline.from_pretrained(args.weights, device)
+    if args.cond_video is not None and not args.prompt and not args.label and pipe.conditioner.kind == "text":
+        args.prompt = [""]  # continuation without a caption: the given frames alone decide (the null condition)
+        print("continuing --cond-video without a caption (pass --prompt to steer it)")
     pipe.check_conditions(args.prompt, args.label)  # a prompt for a label model etc.: before any sampling
     s = pipe.recipe.sample
     cond = None

@@ -195,6 +195,9 @@ class Conditioner:
                 raise ValueError("this model was trained with a learned text encoder, but it holds none")
             text, mask = enc.encode(list(prompts))
             text, mask = text.to(self.device), mask.to(self.device)
+            # an empty caption is no caption: the null condition that condition dropout trained (all tokens masked)
+            empty = torch.tensor([not p.strip() for p in prompts], device=mask.device)
+            mask = mask & ~empty[:, None]
             return {"text": text, "text_mask": mask}, {"text": text, "text_mask": torch.zeros_like(mask)}
         if self.kind == "class":
             y = torch.tensor(labels, dtype=torch.long, device=self.device)

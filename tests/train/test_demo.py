@@ -57,6 +57,16 @@ def test_demo_end_to_end_reduced(tmp_path, capsys):
     for f in got[:2]:  # the kept frames come back (up to two rounds of lossy mp4 coding)
         assert np.abs(f.astype(np.float32) - orange).mean() < 10.0
     assert np.abs(got[3].astype(np.float32) - orange).mean() > 20.0  # a generated frame (3 training steps: noise)
+    # continuation without a caption: an empty caption is the null condition that condition dropout trained
+    capsys.readouterr()
+    assert main(["sample", str(out / "weights"), "--steps", "2", "--cond-video", str(cond), "--cond-frames", "2",
+                 "--scale", "1", "--out", str(tmp_path / "u.mp4")]) == 0
+    assert "without a caption" in capsys.readouterr().out and len(_frames(tmp_path / "u.mp4")) == 4
+    from dit_video.pipeline.sampling import SamplingPipeline
+
+    pipe = SamplingPipeline.from_pretrained(out / "weights")
+    cond_kw, null_kw = pipe.conditioner.sampling_kwargs(pipe.model, ["", "a red square moving left"], None)
+    assert not cond_kw["text_mask"][0].any() and cond_kw["text_mask"][1].any() and not null_kw["text_mask"].any()
     assert main(["sample", str(out / "weights"), "--prompt", "x", "--sampler", "nope", "--out",
                  str(tmp_path / "t.mp4")]) == 2
     assert "unknown sampler" in capsys.readouterr().err
