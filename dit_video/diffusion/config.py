@@ -20,8 +20,8 @@ objective:
 For all objectives: the training timestep is drawn from ``timestep_sampling`` (``uniform``
 is the classic DDPM recipe, ``logit_normal`` with ``logit_mean``/``logit_std`` the SD3 one, ``mode``
 SD3's mode sampling with ``mode_scale``; ``uniform_share`` of the draws uniform instead, a floor under the
-low- and high-noise ends that a leaning density leaves almost empty) per clip, or per latent frame with ``per_frame_timesteps``; ``min_snr_gamma`` turns on
-min-SNR-gamma weighting; the first ``cond_frames`` frames of a clip are kept clean with
+low- and high-noise ends that a leaning density leaves almost empty) per clip, or per latent frame with
+``per_frame_timesteps``; ``min_snr_gamma`` turns on min-SNR-gamma weighting; the first ``cond_frames`` frames of a clip are kept clean with
 probability ``cond_prob`` (video prediction; the loss skips them); ``cfg_dropout`` is the
 probability with which the *trainer* drops the condition (text/label) for classifier-free guidance.
 
