@@ -53,6 +53,10 @@ class VideoDiTConfig:
     conditioning: str = "none"
     num_classes: int = 0  # class conditioning; index num_classes is the null (CFG) class
     caption_channels: int = 0  # text conditioning: width of the text encoder's token states
+    # text conditioning: also add the caption's pooled state (masked mean of its projected tokens, through a
+    # linear) to the timestep embedding, so every block's adaLN sees the caption, not only the cross-attention
+    # (SD3 / Flux add a pooled text vector the same way)
+    pooled_text: bool = False
     learn_sigma: bool = False
     qk_norm: bool = False
     gradient_checkpointing: bool = False
@@ -100,6 +104,8 @@ class VideoDiTConfig:
                              f"got {self.depth}")
         if self.conditioning == "class" and self.num_classes < 1:
             raise ValueError("conditioning='class' needs num_classes >= 1")
+        if self.pooled_text and self.conditioning != "text":
+            raise ValueError(f"VideoDiTConfig.pooled_text needs conditioning='text', got {self.conditioning!r}")
         if self.conditioning == "text" and self.caption_channels < 1:
             raise ValueError("conditioning='text' needs caption_channels >= 1 (the text encoder's width)")
         if self.positions == "rope3d" and self.head_dim % 2:

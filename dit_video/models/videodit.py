@@ -217,6 +217,7 @@ class VideoDiT(nn.Module):
         self.y_embedder = LabelEmbedder(cfg.num_classes, d) if cfg.conditioning == "class" else None
         self.caption_projection = (CaptionProjection(cfg.caption_channels, d)
                                    if cfg.conditioning == "text" else None)
+        self.text_pool = nn.Linear(d, d) if cfg.pooled_text else None
         if cfg.modulation == "adaln_single":
             self.t_block = nn.Sequential(nn.SiLU(), nn.Linear(d, 6 * d))
         text = cfg.conditioning == "text"
@@ -372,11 +373,16 @@ class VideoDiT(nn.Module):
         if self.y_embedder is not None:
             y = self.y_embedder(labels)
             c = c + (y if c.dim() == 2 else y[:, None])
-        block_c = self.t_block(c) if hasattr(self, "t_block") else c
         if text is not None:
             text = self.caption_projection(text.to(tokens.dtype))
             if text_mask is not None:
                 text_mask = text_mask.to(torch.bool)
+            if self.text_pool is not None:  # the caption's masked mean into the adaLN condition (0 for no caption)
+                keep = (torch.ones(text.shape[:2], dtype=torch.bool, device=text.device) if text_mask is None
+                        else text_mask)[..., None].to(text.dtype)
+                pooled = self.text_pool((text * keep).sum(1) / keep.sum(1).clamp_min(1.0)) * keep.amax(1)
+                c = c + (pooled if c.dim() == 2 else pooled[:, None]).to(c.dtype)
+        block_c = self.t_block(c) if hasattr(self, "t_block") else c
 
         def in_frames(m):  # per-frame modulation of this rank's frames
             return m if m.dim() == 2 else m[:, frames]

@@ -46,6 +46,7 @@ OPTIONS = [
     dict(modulation="adaln_single"),
     dict(conditioning="text", caption_channels=12),
     dict(conditioning="text", caption_channels=12, modulation="adaln_single", positions="rope3d"),
+    dict(conditioning="text", caption_channels=12, pooled_text=True),
     dict(conditioning="class", num_classes=5, learn_sigma=True),
     dict(qk_norm=True, patch_size=[2, 2, 2]),
     dict(gradient_checkpointing=True),
@@ -124,8 +125,9 @@ def test_temporal_blocks_mix_frames_and_spatial_do_not():
     torch.testing.assert_close(out[:, :, 1:], out2[:, :, 1:])
 
 
-def test_text_mask_and_null_text():
-    cfg = small(conditioning="text", caption_channels=12)
+@pytest.mark.parametrize("pooled", [False, True])
+def test_text_mask_and_null_text(pooled):
+    cfg = small(conditioning="text", caption_channels=12, pooled_text=pooled)
     model = randomize(VideoDiT(cfg)).eval()
     x, t, kw = inputs(cfg)
     base = model(x, t, **kw)
@@ -135,6 +137,21 @@ def test_text_mask_and_null_text():
     # an all-masked caption is the null condition: the same as passing no text
     none_mask = torch.zeros_like(kw["text_mask"])
     torch.testing.assert_close(model(x, t, text=kw["text"], text_mask=none_mask), model(x, t))
+
+
+def test_pooled_text_reaches_the_adaln_without_cross_attention():
+    for pooled in (False, True):
+        model = randomize(VideoDiT(small(conditioning="text", caption_channels=12, pooled_text=pooled))).eval()
+        with torch.no_grad():
+            for blk in model.blocks:
+                if blk.cross is not None:  # the cross-attention passes nothing
+                    blk.cross.proj.weight.zero_()
+                    blk.cross.proj.bias.zero_()
+        x, t, kw = inputs(small(conditioning="text", caption_channels=12))
+        other = model(x, t, text=torch.randn_like(kw["text"]), text_mask=kw["text_mask"])
+        assert torch.allclose(model(x, t, **kw), other) is not pooled  # only the pooled path carries the caption
+    with pytest.raises(ValueError, match="pooled_text needs conditioning='text'"):
+        small(pooled_text=True)
 
 
 @pytest.mark.parametrize(
