@@ -56,6 +56,37 @@ def judge(frames: list[np.ndarray], prompts: list[str], pipe, size: int, seed: i
     return rows
 
 
+def continuation(pipe, size: int, num_frames: int, k: int, sample_cfg, seed: int, n: int = 16) -> dict:
+    """Video prediction on ``n`` held-out clips (drawn with another seed than the training shards): the model
+    gets each clip's first ``k`` frames and generates the rest, with no caption and with a caption that
+    contradicts the given motion (the opposite direction). Per case: how many continue the given motion
+    (:func:`~dit_video.data.synthetic.check_clip` of the whole clip against the clip's own caption), and for
+    the contradicting caption also how many turn the caption's way; the clips for a filmstrip."""
+    import random
+
+    import torch
+
+    from ..data.synthetic import DEMO_BACKGROUND, DEMO_CLIPS, check_clip, make_clip
+    from ..pipeline.video import to_uint8_frames
+
+    made = [make_clip(random.Random(f"continue:{seed}:{i}"), size=size, num_frames=num_frames, **DEMO_CLIPS)
+            for i in range(n)]
+    given = torch.stack([torch.from_numpy(f).permute(3, 0, 1, 2).float() / 127.5 - 1 for f, _, _ in made])
+    caps = [c for _, c, _ in made]
+    opposite = {"left": "right", "right": "left", "up": "down", "down": "up"}
+    contra = [" ".join(opposite.get(w, w) for w in c.split()) for c in caps]
+    out: dict = {"captions": caps}
+    for case, prompts, scale in (("no_caption", [""] * n, 1.0), ("contradicting", contra, sample_cfg.guidance_scale)):
+        v = pipe.generate(prompts, steps=sample_cfg.steps, sampler=sample_cfg.sampler, guidance_scale=scale,
+                          seed=seed, cond_video=given[:, :, :k], cond_frames=k)
+        clips = [to_uint8_frames(x) for x in v]
+        kw = dict(background=DEMO_BACKGROUND, min_shift=0.25 * size)
+        out[case] = {"clips": clips, "continues": sum(check_clip(f, c, **kw)["ok"] for f, c in zip(clips, caps)),
+                     "turns": sum(check_clip(f[k - 1:], c, **{**kw, "min_shift": 0.1 * size})["moves"]
+                                  for f, c in zip(clips, contra))}
+    return out
+
+
 def summary_table(rows: list[dict]) -> str:
     """The per-caption table of ``summary.txt``."""
     out = ["caption | ok | one shape | shape seen | moved px (dy, dx) | plain bg | probe px / data px"]
@@ -125,6 +156,20 @@ def run(args: argparse.Namespace) -> int:
     strip = filmstrip(frames, prompts, out / "filmstrip.png")
     rows = judge(frames, prompts, pipe, size, args.seed)
     shutil.copyfile(result.out_dir / "loss.png", out / "loss.png")
+    k = cfg.diffusion.cond_frames
+    cont_lines = ""
+    if k > 0:  # the recipe trains video prediction: continue held-out clips' first k frames
+        cont = continuation(pipe, size, cfg.model.num_frames, k, s, args.seed)
+        n = len(cont["captions"])
+        filmstrip(cont["no_caption"]["clips"], [f"{c} (first {k} given)" for c in cont["captions"]],
+                  out / "continuation.png")
+        cont_lines = (f"continuation_no_caption {cont['no_caption']['continues']}/{n}\n"
+                      f"continuation_contradicting_caption_continues {cont['contradicting']['continues']}/{n}\n"
+                      f"continuation_contradicting_caption_turns {cont['contradicting']['turns']}/{n}\n")
+        print(f"[demo] continuation of {n} held-out clips from their first {k} frames: "
+              f"{cont['no_caption']['continues']}/{n} continue the given motion with no caption; with a contradicting "
+              f"caption {cont['contradicting']['continues']}/{n} continue, {cont['contradicting']['turns']}/{n} turn "
+              f"({out / 'continuation.png'})")
     wall = time.monotonic() - t0
     ok = sum(r["ok"] for r in rows)
     probe = float(np.mean([r["probe_ratio"] for r in rows]))
@@ -133,7 +178,7 @@ def run(args: argparse.Namespace) -> int:
         f"last_loss {result.losses.get(result.step, float('nan')):.5f}\n"
         f"ok {ok}/{len(rows)}\n" + "".join(f"{k} {sum(bool(r[k]) for r in rows)}/{len(rows)}\n"
                                             for k in ("one_shape", "shape_ok", "moves", "background_ok"))
-        + f"high_noise_probe {probe:.2f}\n\n" + summary_table(rows))
+        + f"high_noise_probe {probe:.2f}\n" + cont_lines + "\n" + summary_table(rows))
     print(f"[demo] {ok} of {len(rows)} captions give one solid shape of the captioned colour and shape moving "
           f"the captioned way on the plain background; at pure noise the model's prediction moves "
           f"{probe:.2f}x as far as the data's mean ({out / 'summary.txt'})")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import av
 import numpy as np
 from PIL import Image
@@ -20,7 +22,7 @@ def _frames(path) -> list[np.ndarray]:
 def test_demo_end_to_end_reduced(tmp_path, capsys):
     out = tmp_path / "demo"
     assert main(["demo", "--steps", "3", "--clips", "16", "--size", "16", "--frames", "4", "--out", str(out),
-                 *SMALL]) == 0
+                 *SMALL, "diffusion.cond_frames=2", "diffusion.cond_prob=0.5"]) == 0
     assert "filmstrip.png" in capsys.readouterr().out
     from dit_video.data.synthetic import demo_captions
 
@@ -37,6 +39,10 @@ def test_demo_end_to_end_reduced(tmp_path, capsys):
     n = len(captions)
     assert "steps 3\n" in summary and f"one_shape " in summary and f"ok " in summary and f"/{n}\n" in summary
     assert "high_noise_probe " in summary
+    for key in ("continuation_no_caption", "continuation_contradicting_caption_continues",
+                "continuation_contradicting_caption_turns"):  # video prediction of 16 held-out clips
+        assert re.search(rf"^{key} \d+/16$", summary, re.M), key
+    assert Image.open(out / "continuation.png").height > 100
     table = summary.split("\n\n", 1)[1].strip().splitlines()  # the per-caption table: a header + a row each
     assert len(table) == n + 1 and all(row.startswith(c + " |") for row, c in zip(table[1:], captions))
 
