@@ -76,3 +76,8 @@ def test_demo_end_to_end_reduced(tmp_path, capsys):
     assert main(["sample", str(out / "weights"), "--prompt", "x", "--sampler", "nope", "--out",
                  str(tmp_path / "t.mp4")]) == 2
     assert "unknown sampler" in capsys.readouterr().err
+
+
+def test_demo_refuses_clips_with_no_frame_left_to_generate(tmp_path, capsys):
+    assert main(["demo", "--frames", "4", "--out", str(tmp_path / "d"), *SMALL, "diffusion.cond_frames=4"]) == 2
+    assert "leave none to generate" in capsys.readouterr().err and not (tmp_path / "d").exists()
