@@ -39,7 +39,8 @@ def test_demo_end_to_end_reduced(tmp_path, capsys):
     n = len(captions)
     assert "steps 3\n" in summary and f"one_shape " in summary and f"ok " in summary and f"/{n}\n" in summary
     assert "high_noise_probe " in summary
-    for key in ("continuation_no_caption", "continuation_contradicting_caption_continues",
+    for key in ("continuation_no_caption", "continuation_no_caption_all_checks",
+                "continuation_contradicting_caption_continues",
                 "continuation_contradicting_caption_turns"):  # video prediction of 16 held-out clips
         assert re.search(rf"^{key} \d+/16$", summary, re.M), key
     assert Image.open(out / "continuation.png").height > 100
