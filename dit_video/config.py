@@ -55,7 +55,10 @@ class VideoDiTConfig:
     caption_channels: int = 0  # text conditioning: width of the text encoder's token states
     # text conditioning: also add the caption's pooled state (masked mean of its projected tokens, through a
     # linear) to the timestep embedding, so every block's adaLN sees the caption, not only the cross-attention
-    # (SD3 / Flux add a pooled text vector the same way)
+    # (SD3 / Flux add a pooled text vector the same way). Measured on the CPU demo's task (32 captions, 3000
+    # steps): with 2 cross-attentions only, the model ignores the shape word (its effect on the x0 prediction
+    # of held-out clips at u 0.5-0.8: +0.06 of 1) and draws the same blob for "square" and "circle"; pooled:
+    # +0.10 (velocity), +0.27 / +0.31 (x0 prediction, 2 seeds). Off by default: converted weights lack it
     pooled_text: bool = False
     learn_sigma: bool = False
     qk_norm: bool = False
