@@ -102,8 +102,11 @@ def test_sp2_trains_like_one_process(tmp_path, pshards, reference):
 
 
 def _train(nproc: int, out: Path, shards: Path, *extra: str, resume: str | None = None, cwd: Path):
+    # velocity prediction: one step's loss is then comparable across steps (the demo's x0 prediction divides the
+    # velocity error by u, so a single batch-2 step's loss swings with the u it drew)
     args = ["dit_video.cli", "train", str(DEMO), *tiny_overrides(shards, out, "train.deepspeed=zero2_fp32",
-                                                                 "train.ckpt_every=2", "train.keep_last=0", *extra)]
+                                                                 "train.ckpt_every=2", "train.keep_last=0",
+                                                                 "diffusion.prediction=velocity", *extra)]
     if resume:
         args += ["--resume", resume]
     return _launch(nproc, args, cwd, module=True)
