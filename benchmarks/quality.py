@@ -202,20 +202,11 @@ def probe(model, diffusion, conditioner, captions: list[str], data_shift: dict[s
             "data_shift_px": float(np.mean([data_shift[c] for c in captions])), "probe_per_caption": per}
 
 
-def corner_fill_of(frames: np.ndarray, caption: str) -> float:
-    """Mean over frames of the corner fill (:func:`~dit_video.data.synthetic.corner_fill`) of the caption colour's
-    pixels in uint8 ``[T, H, W, 3]`` frames: about 1 for a square, 0 for a circle; NaN when no frame shows it."""
-    from dit_video.data.synthetic import COLORS, corner_fill
+def _pixels(x) -> list[np.ndarray]:
+    """[B, C, T, H, W] in [-1, 1] -> uint8 [T, H, W, C] per clip."""
+    from dit_video.pipeline.video import to_uint8_frames
 
-    colour = next(w for w in caption.split() if w in COLORS)
-    near = np.linalg.norm(frames.astype(np.float32) - np.array(COLORS[colour], np.float32), axis=-1) < 90.0
-    fills = [float(corner_fill(m).mean()) for m in near if m.sum() >= 9]
-    return float(np.mean(fills)) if fills else float("nan")
-
-
-def _pixels(x) -> np.ndarray:
-    """[B, C, T, H, W] in [-1, 1] -> uint8 [B, T, H, W, C]."""
-    return ((x.clamp(-1, 1) + 1) * 127.5).round().to(__import__("torch").uint8).permute(0, 2, 3, 4, 1).numpy()
+    return [to_uint8_frames(v) for v in x]
 
 
 def shape_word_probe(model, diffusion, conditioner, clips, caps: list[str], us=(0.5, 0.65, 0.8),
@@ -226,6 +217,8 @@ def shape_word_probe(model, diffusion, conditioner, clips, caps: list[str], us=(
     averaged over clips (0: the word is ignored, the image alone decides; up to 1). Per ``u`` and the mean.
     Flow objectives (``x_u = (1 - u) x0 + u eps``)."""
     import torch
+
+    from dit_video.data.synthetic import check_clip
 
     other = {"square": "circle", "circle": "square"}
     swap = [" ".join(other.get(w, w) for w in c.split()) for c in caps]
@@ -241,7 +234,7 @@ def shape_word_probe(model, diffusion, conditioner, clips, caps: list[str], us=(
             for name, cc in (("true", caps), ("swap", swap)):
                 cond, _ = conditioner.sampling_kwargs(model, cc, None)
                 x0 = diffusion.x0_eps(xt, t, model(xt, t, **cond).float())[0]
-                fill[name] = np.array([corner_fill_of(f, c) for f, c in zip(_pixels(x0), cc)])
+                fill[name] = np.array([check_clip(f, c)["corner_fill"] for f, c in zip(_pixels(x0), cc)])
             effect = np.where(is_square, fill["true"] - fill["swap"], fill["swap"] - fill["true"])
             per[f"{u:g}"] = float(np.nanmean(effect))
     return {"shape_word": float(np.mean(list(per.values()))), "shape_word_per_u": per}
@@ -276,7 +269,7 @@ def check(model, diffusion, conditioner, cfg, captions: list[str], seeds: list[i
                 r = check_clip(f, cap, background=DEMO_BACKGROUND, min_shift=min_shift)
                 for k in fills:
                     if k in cap.split():
-                        fills[k].append(corner_fill_of(f, cap))
+                        fills[k].append(r["corner_fill"])
                 for k in keys:
                     counts[k] += bool(r[k])
                 per[cap] += bool(r["ok"])

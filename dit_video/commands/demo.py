@@ -67,12 +67,13 @@ def continuation(pipe, size: int, num_frames: int, k: int, sample_cfg, seed: int
 
     import torch
 
+    from ..data.pipeline import to_float
     from ..data.synthetic import DEMO_BACKGROUND, DEMO_CLIPS, check_clip, make_clip
     from ..pipeline.video import to_uint8_frames
 
     made = [make_clip(random.Random(f"continue:{seed}:{i}"), size=size, num_frames=num_frames, **DEMO_CLIPS)
             for i in range(n)]
-    given = torch.stack([torch.from_numpy(f).permute(3, 0, 1, 2).float() / 127.5 - 1 for f, _, _ in made])
+    given = to_float(torch.from_numpy(np.stack([f for f, _, _ in made])).permute(0, 4, 1, 2, 3))
     caps = [c for _, c, _ in made]
     opposite = {"left": "right", "right": "left", "up": "down", "down": "up"}
     contra = [" ".join(opposite.get(w, w) for w in c.split()) for c in caps]

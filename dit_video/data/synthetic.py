@@ -289,7 +289,8 @@ def check_clip(frames: np.ndarray, caption: str, *, color_tol: float = 90.0, min
     than scattered pieces), ``moves`` (one shape whose centroid moves >= ``min_shift`` pixels from
     the first to the last frame in the caption's direction) and the measured ``shift`` (dy, dx).
     ``shape_ok`` (None when the caption names no shape): one shape that is, in every frame, the
-    captioned one by its corners (:func:`nearest_shape`); ``shapes`` lists what each frame showed.
+    captioned one by its corners (:func:`nearest_shape`); ``shapes`` lists what each frame showed, and
+    ``corner_fill`` is the mean :func:`corner_fill` over the frames that show the colour (~1 square, ~0 circle).
     With ``background`` (the RGB colour the clips were drawn on): ``background_ok`` says that in
     every frame >= ``bg_share`` of the pixels farther than ``bg_margin`` from the shape are within
     ``bg_tol`` of it (plain, not tinted, no stray blobs); ``background_dist`` is the worst frame's
@@ -308,7 +309,7 @@ def check_clip(frames: np.ndarray, caption: str, *, color_tol: float = 90.0, min
     near = np.linalg.norm(pixels - np.array(COLORS[color], np.float32), axis=-1) < color_tol
     counts = near.sum((1, 2))
     present = bool((counts >= min_pixels).all())
-    compact, centres, shapes = [], [], []
+    compact, centres, shapes, fills = [], [], [], []
     for m in near:
         ys, xs = np.nonzero(m)
         if len(ys) < min_pixels:
@@ -320,6 +321,7 @@ def check_clip(frames: np.ndarray, caption: str, *, color_tol: float = 90.0, min
         compact.append(len(ys) / box)
         centres.append((ys.mean(), xs.mean()))
         shapes.append(nearest_shape(m))
+        fills.append(float(corner_fill(m).mean()))
     one_shape = present and min(compact) >= min_compactness
     shift = (float(centres[-1][0] - centres[0][0]), float(centres[-1][1] - centres[0][1]))
     moves = False
@@ -329,7 +331,8 @@ def check_clip(frames: np.ndarray, caption: str, *, color_tol: float = 90.0, min
     shape_ok = None if shape is None else bool(one_shape and all(s == shape for s in shapes))
     result = {"color": color, "direction": direction, "shape": shape, "present": present,
               "one_shape": bool(one_shape), "moves": bool(moves), "shape_ok": shape_ok, "shapes": shapes,
-              "shift": shift, "compactness": float(np.mean(compact))}
+              "shift": shift, "compactness": float(np.mean(compact)),
+              "corner_fill": float(np.mean(fills)) if fills else float("nan")}
     background_ok = None
     if background is not None:
         from scipy.ndimage import binary_dilation
