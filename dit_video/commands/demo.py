@@ -30,6 +30,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--size", type=int, default=None, help="frame size (default: the recipe's data.size)")
     p.add_argument("--frames", type=int, default=None, help="frames per clip (default: the recipe's model.num_frames)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--pix-fmt", default="yuv444p", choices=["yuv444p", "yuv420p"],
+                   help="the shards' mp4 pixel format (default yuv444p: full-resolution colour; yuv420p halves it "
+                        "and blurs the shapes' edges)")
     p.add_argument("--config", default=None, help="recipe (default configs/train/demo.yaml)")
     p.add_argument("overrides", nargs="*", help="recipe overrides, e.g. model.hidden_size=96 data.batch_size=8")
 
@@ -135,7 +138,7 @@ def run(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     print(f"[demo] writing {args.clips} synthetic clips ({size}x{size}, {frames} frames) to {out / 'shards'}")
     write_synthetic_shards(str(out / "shards"), args.clips, size=size, num_frames=frames, fps=8, seed=args.seed,
-                           samples_per_shard=256, **DEMO_CLIPS)
+                           samples_per_shard=256, pix_fmt=args.pix_fmt, **DEMO_CLIPS)
 
     from ..pipeline.plots import filmstrip
     from ..pipeline.sampling import SamplingPipeline

@@ -30,6 +30,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--radius", type=float, nargs=2, default=(0.12, 0.18), metavar=("LO", "HI"),
                    help="shape radius range as fractions of the frame side (default 0.12 0.18; the demo uses "
                         "0.22 0.28)")
+    p.add_argument("--pix-fmt", default="yuv420p", choices=["yuv420p", "yuv444p"],
+                   help="mp4 pixel format (default yuv420p, as real videos; yuv444p keeps full-resolution colour)")
     p.add_argument("--no-bounce", action="store_true", help="let shapes leave the frame instead of bouncing")
     p.add_argument("--easy", action="store_true",
                    help="easy-to-learn preset: one square, red/green/blue, left/right, plain background, no occlusion")
@@ -49,6 +51,6 @@ def run(args: argparse.Namespace) -> int:
                   occlusion_prob=0.0)
     paths = write_synthetic_shards(args.out, args.num, size=args.size, num_frames=args.frames, fps=args.fps,
                                    seed=args.seed, samples_per_shard=args.samples_per_shard, workers=args.workers,
-                                   overwrite=args.overwrite, **kw)
+                                   overwrite=args.overwrite, pix_fmt=args.pix_fmt, **kw)
     print(f"wrote {args.num} clips in {len(paths)} shard(s) to {args.out}")
     return 0

@@ -57,9 +57,18 @@ class ClipPlan:
     hint: tuple | None = None  # (frames, fps, height, width) from the sample's metadata, if it has them
 
 
+PIX_FMTS = ("yuv420p", "yuv444p")
+
+
 def encode_mp4(frames: np.ndarray, fps: float = 8, *, crf: int = 18, preset: str = "ultrafast",
-               codec: str = "libx264") -> bytes:
-    """Encode uint8 RGB frames ``[T, H, W, 3]`` (H, W even) as an h264 mp4 in memory."""
+               codec: str = "libx264", pix_fmt: str = "yuv420p") -> bytes:
+    """Encode uint8 RGB frames ``[T, H, W, 3]`` (H, W even) as an h264 mp4 in memory.
+
+    ``pix_fmt``: ``"yuv420p"`` (what cameras and the web use: colour at half the resolution) or
+    ``"yuv444p"`` (h264's High 4:4:4 profile, full-resolution colour; decord and PyAV decode it).
+    """
+    if pix_fmt not in PIX_FMTS:
+        raise ValueError(f"pix_fmt must be one of {PIX_FMTS}, got {pix_fmt!r}")
     frames = np.asarray(frames)
     if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
         raise ValueError(f"frames must be uint8 [T, H, W, 3], got {frames.dtype} {frames.shape}")
@@ -69,7 +78,7 @@ def encode_mp4(frames: np.ndarray, fps: float = 8, *, crf: int = 18, preset: str
     buf = io.BytesIO()
     with av.open(buf, "w", format="mp4") as container:
         stream = container.add_stream(codec, rate=_rate(fps))
-        stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
+        stream.width, stream.height, stream.pix_fmt = w, h, pix_fmt
         if codec == "libx264":
             stream.options = {"crf": str(crf), "preset": preset}
         for i in range(t):

@@ -16,7 +16,7 @@ from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
 
-from .codec import encode_mp4
+from .codec import PIX_FMTS, encode_mp4
 from .writer import prepare_out_dir, shard_name, write_shard, write_stats
 
 COLORS: dict[str, tuple[int, int, int]] = {
@@ -162,7 +162,7 @@ def make_clip(rng: random.Random, *, size: int = 32, num_frames: int = 8, colors
 
 
 def _write_one_shard(args: tuple) -> tuple[str, int]:
-    out_dir, shard, start, count, size, num_frames, fps, seed, clip_kw = args
+    out_dir, shard, start, count, size, num_frames, fps, seed, clip_kw, pix_fmt = args
     samples = []
     for i in range(start, start + count):
         rng = random.Random(f"{seed}:{i}")
@@ -170,7 +170,7 @@ def _write_one_shard(args: tuple) -> tuple[str, int]:
         key = f"{shard:05d}{i - start:04d}"
         info = {"key": key, "caption": caption, "status": "success", "fps": fps, "frames": num_frames,
                 "width": size, "height": size, "duration": num_frames / fps, "source": "synthetic", **meta}
-        samples.append((key, {"mp4": encode_mp4(frames, fps), "txt": caption, "json": info}))
+        samples.append((key, {"mp4": encode_mp4(frames, fps, pix_fmt=pix_fmt), "txt": caption, "json": info}))
     path = os.path.join(out_dir, shard_name(shard))
     n = write_shard(path, samples)
     write_stats(path, count=n, successes=n, failures={})
@@ -185,8 +185,13 @@ def write_synthetic_shards(out_dir: str, num: int, *, size: int = 32, num_frames
                            occlusion_prob: float = 0.2, speed_in_caption: bool = False,
                            radius: tuple[float, float] = (0.12, 0.18),
                            background_colors: Sequence[tuple[int, int, int]] | None = None,
-                           path_frames: int | None = None) -> list[str]:
+                           path_frames: int | None = None, pix_fmt: str = "yuv420p") -> list[str]:
     """Write ``num`` synthetic clips as shards ``00000.tar, ...`` in ``out_dir``; returns the shard paths.
+
+    ``pix_fmt``: the mp4s' pixel format (:func:`dit_video.data.codec.encode_mp4`). ``"yuv420p"``, what real
+    videos use, stores colour at half the resolution, which smears these clips' hard, saturated edges over
+    ~2 px: at 24 px frames 4 of 64 demo clips fail :func:`check_clip` after decoding (10 of 64 at 32 px),
+    mean error 3.1 / 255; ``"yuv444p"`` keeps full-resolution colour: 0 of 64 fail, error 0.6 / 255.
 
     Clip ``i`` depends only on ``(seed, i)``, so the same arguments give the same data. Defaults are
     the rich mix; for easy data pass e.g. ``shapes=["square"], colors=["red", "green", "blue"],
@@ -203,7 +208,9 @@ def write_synthetic_shards(out_dir: str, num: int, *, size: int = 32, num_frames
                    path_frames=path_frames)
     make_clip(random.Random(0), size=size, num_frames=1, **clip_kw)  # validate names before any work
     prepare_out_dir(out_dir, overwrite)
-    jobs = [(out_dir, s, start, min(samples_per_shard, num - start), size, num_frames, fps, seed, clip_kw)
+    if pix_fmt not in PIX_FMTS:
+        raise ValueError(f"pix_fmt must be one of {PIX_FMTS}, got {pix_fmt!r}")
+    jobs = [(out_dir, s, start, min(samples_per_shard, num - start), size, num_frames, fps, seed, clip_kw, pix_fmt)
             for s, start in enumerate(range(0, num, samples_per_shard))]
     if workers > 1 and len(jobs) > 1:
         with ProcessPoolExecutor(workers) as pool:

@@ -205,3 +205,22 @@ def test_background_colors_are_used_and_checked():
     assert tuple(frames[0, 0, 0]) == (0, 50, 0) or tuple(frames[0, -1, -1]) == (0, 50, 0)
     with pytest.raises(ValueError, match="background_colors"):
         make_clip(random.Random(0), background_colors=[(0, 300, 0)])
+
+
+def test_full_resolution_colour_keeps_the_demo_clips_checkable_after_decoding(tmp_path):
+    import random
+
+    from dit_video.data.codec import ClipPlan, decode_clip, encode_mp4
+    from dit_video.data.synthetic import DEMO_BACKGROUND, DEMO_CLIPS
+
+    clips = [make_clip(random.Random(f"pix:{i}"), size=32, num_frames=8, **DEMO_CLIPS) for i in range(32)]
+    passed, err = {}, {}
+    for pix in ("yuv420p", "yuv444p"):
+        got = [decode_clip(encode_mp4(f, pix_fmt=pix), ClipPlan(num_frames=8, u_start=0.0))[0] for f, _, _ in clips]
+        passed[pix] = sum(check_clip(g, c, background=DEMO_BACKGROUND, min_shift=8)["ok"] for g, (_, c, _) in zip(got, clips))
+        err[pix] = float(np.mean([np.abs(g.astype(np.float32) - f).mean() for g, (f, _, _) in zip(got, clips)]))
+    assert all(check_clip(f, c, background=DEMO_BACKGROUND, min_shift=8)["ok"] for f, c, _ in clips)
+    assert passed["yuv444p"] == 32 and err["yuv444p"] < 1.5, (passed, err)  # h264 at crf 18: under 1.5 / 255
+    assert err["yuv420p"] > 2 * err["yuv444p"], err  # half-resolution colour smears the hard edges
+    with pytest.raises(ValueError, match="pix_fmt"):
+        write_synthetic_shards(str(tmp_path / "x"), 4, pix_fmt="rgb24")
