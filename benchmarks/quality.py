@@ -40,6 +40,8 @@ import numpy as np
 DEFAULT_OUT = Path(__file__).resolve().parent / "out" / "quality"
 
 _DDIM = ["sample.sampler=ddim", "sample.steps=32"]  # 32 DDIM calls ~ the flow recipe's 16 Heun steps (31 calls)
+# eps / v predict what their names say: the recipe's flow-only ``prediction: x0`` goes back to the default
+_DDIM = [*_DDIM, "diffusion.prediction=velocity"]
 VARIANTS: dict[str, list[str]] = {
     # flow: densities of the training time u (1 = noise)
     "ln_m0": ["diffusion.timestep_sampling=logit_normal", "diffusion.logit_mean=0.0", "diffusion.logit_std=1.0"],
