@@ -217,7 +217,8 @@ def test_full_resolution_colour_keeps_the_demo_clips_checkable_after_decoding(tm
     passed, err = {}, {}
     for pix in ("yuv420p", "yuv444p"):
         got = [decode_clip(encode_mp4(f, pix_fmt=pix), ClipPlan(num_frames=8, u_start=0.0))[0] for f, _, _ in clips]
-        passed[pix] = sum(check_clip(g, c, background=DEMO_BACKGROUND, min_shift=8)["ok"] for g, (_, c, _) in zip(got, clips))
+        passed[pix] = sum(check_clip(g, c, background=DEMO_BACKGROUND, min_shift=8)["ok"]
+                          for g, (_, c, _) in zip(got, clips))
         err[pix] = float(np.mean([np.abs(g.astype(np.float32) - f).mean() for g, (f, _, _) in zip(got, clips)]))
     assert all(check_clip(f, c, background=DEMO_BACKGROUND, min_shift=8)["ok"] for f, c, _ in clips)
     assert passed["yuv444p"] == 32 and err["yuv444p"] < 1.5, (passed, err)  # h264 at crf 18: under 1.5 / 255
