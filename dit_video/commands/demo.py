@@ -22,6 +22,8 @@ from pathlib import Path
 import numpy as np
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    from ..data.codec import PIX_FMTS
+
     p.add_argument("--minutes", type=float, default=12.0,
                    help="wall-time budget for training (default 12; data, export and sampling take ~1 more)")
     p.add_argument("--steps", type=int, default=None, help="training steps (default: the recipe's, cut by --minutes)")
@@ -30,7 +32,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--size", type=int, default=None, help="frame size (default: the recipe's data.size)")
     p.add_argument("--frames", type=int, default=None, help="frames per clip (default: the recipe's model.num_frames)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--pix-fmt", default="yuv444p", choices=["yuv444p", "yuv420p"],
+    p.add_argument("--pix-fmt", default="yuv444p", choices=PIX_FMTS,
                    help="the shards' mp4 pixel format (default yuv444p: full-resolution colour; yuv420p halves it "
                         "and blurs the shapes' edges)")
     p.add_argument("--config", default=None, help="recipe (default configs/train/demo.yaml)")

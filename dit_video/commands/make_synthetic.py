@@ -10,6 +10,7 @@ def _names(s: str | None) -> list[str] | None:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    from ..data.codec import PIX_FMTS
     from ..data.synthetic import BACKGROUNDS, COLORS, DIRECTIONS, SHAPES, SPEEDS
 
     p.add_argument("--out", required=True, help="output directory")
@@ -30,7 +31,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--radius", type=float, nargs=2, default=(0.12, 0.18), metavar=("LO", "HI"),
                    help="shape radius range as fractions of the frame side (default 0.12 0.18; the demo uses "
                         "0.22 0.28)")
-    p.add_argument("--pix-fmt", default="yuv420p", choices=["yuv420p", "yuv444p"],
+    p.add_argument("--pix-fmt", default="yuv420p", choices=PIX_FMTS,
                    help="mp4 pixel format (default yuv420p, as real videos; yuv444p keeps full-resolution colour)")
     p.add_argument("--no-bounce", action="store_true", help="let shapes leave the frame instead of bouncing")
     p.add_argument("--easy", action="store_true",
