@@ -75,7 +75,9 @@ def extension_kwargs() -> dict:
     from torch.utils import cpp_extension
 
     cap = os.environ.get("DIT_VIDEO_CPU_CAPABILITY") or torch.backends.cpu.get_cpu_capability()
-    cxx = ["-O3", *cpu_capability_flags(cap)]
+    # -fopenmp: at::parallel_for is an inline OpenMP loop; without the flag it runs on one thread.
+    # The module links the libgomp.so.1 that torch ships and has already loaded (one thread pool).
+    cxx = ["-O3", "-fopenmp", *cpu_capability_flags(cap)]
     if cuda_home:
         inc, lib = nvidia_wheel_dirs()
         nvcc = ["-O3", "--use_fast_math"]
@@ -83,11 +85,13 @@ def extension_kwargs() -> dict:
             nvcc.append("-Xptxas=-v")
         ext = cpp_extension.CUDAExtension(
             "dit_video._C", CPU_SOURCES + CUDA_SOURCES, include_dirs=inc, library_dirs=lib,
-            define_macros=[("DIT_VIDEO_WITH_CUDA", None)], extra_compile_args={"cxx": cxx, "nvcc": nvcc})
+            define_macros=[("DIT_VIDEO_WITH_CUDA", None)], extra_compile_args={"cxx": cxx, "nvcc": nvcc},
+            extra_link_args=["-fopenmp"])
         print(f"dit_video._C: CUDAExtension (CUDA_HOME={cuda_home}, archs {os.environ['TORCH_CUDA_ARCH_LIST']}, "
               f"CPU {cap})")
     else:
-        ext = cpp_extension.CppExtension("dit_video._C", CPU_SOURCES, extra_compile_args={"cxx": cxx})
+        ext = cpp_extension.CppExtension("dit_video._C", CPU_SOURCES, extra_compile_args={"cxx": cxx},
+                                         extra_link_args=["-fopenmp"])
         print(f"dit_video._C: CppExtension (CPU {cap}; torch CUDA build: {bool(torch.version.cuda)}, "
               "nvcc not found or CPU-only torch)")
     return {"ext_modules": [ext], "cmdclass": {"build_ext": cpp_extension.BuildExtension}}

@@ -15,7 +15,8 @@ assume; like Triton's autotune it times the candidates on first use of each *lay
 * **Layout** (the cache key): the op, each tensor's shape and strides *without the first (batch) dimension*
   (the winner is a property of the layout; batch 8 and batch 16, or a classifier-free-guidance doubled batch,
   share a decision), dtype, device, whether gradients are needed, which optional arguments are given, and the
-  machine (CPU model, ISA level, thread count, torch version).
+  machine (CPU model, ISA level, thread count, torch version) and the build of each compiled backend (a rebuilt
+  C++ extension is another candidate: its decisions are measured again).
 * **Cache**: decisions persist in a JSON file (``DIT_VIDEO_AUTOTUNE_CACHE``; default
   ``~/.cache/dit_video/autotune.json``; empty string: memory only). The file is read and written under an
   exclusive lock, so the ranks of one host share one decision (rank 0 of a fresh host measures, the others
@@ -56,6 +57,7 @@ ROUND_BUDGET_S = 1.5  # ... stopping once the rounds so far took this long in al
 BASELINE = "torch"
 
 _MEMORY: dict[str, dict] = {}  # layout key -> decision, this process
+_BUILDS: dict[str, str] = {}  # backend -> identity of its compiled code (see note_build)
 _LOCK = threading.Lock()
 
 
@@ -79,11 +81,19 @@ def _cpu_model() -> str:
     return "unknown cpu"
 
 
+def note_build(backend: str, ident: str) -> None:
+    """Record which build of a compiled backend is loaded (e.g. the library file's size and mtime): decisions are
+    valid for one build, so a rebuilt kernel is timed again instead of inheriting the old build's verdict."""
+    _BUILDS[backend] = ident
+
+
 def machine(device: str = "cpu") -> str:
-    """What a decision is valid for: CPU model, ISA level, compute threads, torch version (+ the GPU on CUDA)."""
+    """What a decision is valid for: CPU model, ISA level, compute threads, torch version (+ the GPU on CUDA), and
+    the builds of the compiled backends loaded (:func:`note_build`)."""
     gpu = f" | {torch.cuda.get_device_name()}" if device == "cuda" else ""
     isa = torch.backends.cpu.get_cpu_capability()
-    return f"{_cpu_model()} | {isa} | {torch.get_num_threads()} threads | torch {torch.__version__}{gpu}"
+    builds = "".join(f" | {b} {i}" for b, i in sorted(_BUILDS.items()))
+    return f"{_cpu_model()} | {isa} | {torch.get_num_threads()} threads | torch {torch.__version__}{gpu}{builds}"
 
 
 def _tensor_layout(a: torch.Tensor) -> list:

@@ -24,6 +24,7 @@ loaded library has CUDA kernels.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
@@ -33,6 +34,7 @@ from pathlib import Path
 
 import torch
 
+from . import autotune
 from .dispatch import register
 from .layout import empty_in_layout_of
 
@@ -88,8 +90,10 @@ def jit_build(cuda: bool | None = None, verbose: bool = False) -> str:
         raise RuntimeError(f"no C++ compiler ({cxx!r} not found): cannot build the dit_video C++ extension")
     cuda = want_cuda() if cuda is None else cuda
     sources = [str(CSRC / s) for s in CPU_SOURCES]
-    cflags = ["-O3", *cpu_capability_flags()]  # torch >= 2.10 headers need (and pass) -std=c++20
-    kw: dict = {}
+    # torch >= 2.10 headers need (and pass) -std=c++20. -fopenmp: at::parallel_for is an inline OpenMP loop,
+    # which without the flag runs on one thread (it did until 2026-12-02); links torch's own libgomp.so.1.
+    cflags = ["-O3", "-fopenmp", *cpu_capability_flags()]
+    kw: dict = {"extra_ldflags": ["-fopenmp"]}
     name = "dit_video_C_cpu"
     if cuda:
         home = _cuda_home()
@@ -148,7 +152,17 @@ def _op_exists() -> bool:
         return False
 
 
+def _build_id(origin: str) -> str:
+    """Identity of the loaded library file (name, size, mtime): autotune decisions are kept per build."""
+    path = origin.split(" ", 1)[-1]
+    with contextlib.suppress(OSError):
+        st = os.stat(path)
+        return f"{os.path.basename(path)} {st.st_size} {st.st_mtime_ns}"
+    return origin
+
+
 ORIGIN = _load_library()
+autotune.note_build("csrc", _build_id(ORIGIN))
 OPS = torch.ops.dit_video
 HAS_CUDA_KERNELS = torch._C._dispatch_has_kernel_for_dispatch_key("dit_video::csrc_temporal_attention",
                                                                    "CUDA")

@@ -40,3 +40,14 @@ def test_build_ext_command(csrc, capsys):
     assert main(["build-ext"]) == 0
     out = capsys.readouterr().out
     assert "prebuilt" in out or "kernel backends ready: cpu" in out
+
+
+def test_the_cpu_kernels_are_built_with_openmp(csrc):
+    # at::parallel_for is an inline OpenMP loop: a library compiled without -fopenmp runs every CPU kernel on
+    # one thread whatever torch.get_num_threads() says (it did until 2026-12-02). Such a library imports no
+    # GOMP_parallel from libgomp.
+    path = csrc.ORIGIN.split(" ", 1)[-1]
+    if not os.path.isfile(path):
+        pytest.skip(f"the library was loaded before csrc_ops ({csrc.ORIGIN}): its file is unknown")
+    with open(path, "rb") as f:
+        assert b"GOMP_parallel" in f.read(), f"{path} was built without -fopenmp: its kernels run on one thread"
