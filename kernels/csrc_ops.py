@@ -152,17 +152,17 @@ def _op_exists() -> bool:
         return False
 
 
-def _build_id(origin: str) -> str:
+def _build_id(path: str) -> str:
     """Identity of the loaded library file (name, size, mtime): autotune decisions are kept per build."""
-    path = origin.split(" ", 1)[-1]
     with contextlib.suppress(OSError):
         st = os.stat(path)
         return f"{os.path.basename(path)} {st.st_size} {st.st_mtime_ns}"
-    return origin
+    return ORIGIN
 
 
 ORIGIN = _load_library()
-autotune.note_build("csrc", _build_id(ORIGIN))
+LIBRARY = ORIGIN.split(" ", 1)[-1]  # the loaded library file ("already loaded": unknown)
+autotune.note_build("csrc", _build_id(LIBRARY))
 OPS = torch.ops.dit_video
 HAS_CUDA_KERNELS = torch._C._dispatch_has_kernel_for_dispatch_key("dit_video::csrc_temporal_attention",
                                                                    "CUDA")

@@ -46,7 +46,7 @@ def test_the_cpu_kernels_are_built_with_openmp(csrc):
     # at::parallel_for is an inline OpenMP loop: a library compiled without -fopenmp runs every CPU kernel on
     # one thread whatever torch.get_num_threads() says (it did until 2026-12-02). Such a library imports no
     # GOMP_parallel from libgomp.
-    path = csrc.ORIGIN.split(" ", 1)[-1]
+    path = csrc.LIBRARY
     if not os.path.isfile(path):
         pytest.skip(f"the library was loaded before csrc_ops ({csrc.ORIGIN}): its file is unknown")
     with open(path, "rb") as f:
