@@ -9,6 +9,7 @@
 //       -> (dx, dy, dgate, dshift, dscale)
 //   csrc_adaln_modulate(x, shift, scale, eps) -> (out, mean, rstd)
 //   csrc_adaln_modulate_backward(grad_out, x, scale, mean, rstd) -> (dx, dshift, dscale)
+//   csrc_gelu_tanh(x) -> out;  csrc_gelu_tanh_backward(grad, x) -> dx   (CPU only)
 //
 // The csrc_ prefix keeps these apart from the Triton backend's Python custom ops in the same
 // namespace (dit_video::gated_residual_adaln, ...): both backends load in one process.
@@ -385,6 +386,37 @@ std::vector<Tensor> adaln_bwd(const std::optional<Tensor>& grad_r, const Tensor&
   return {dx, mod_grad(dmod, 1, scale), mod_grad(dmod, 2, scale)};
 }
 
+// --------------------------------------------------------------------------- GELU (CPU)
+GeluParams gelu_params(const Tensor& x, const Tensor& out) {
+  TORCH_CHECK(x.device().is_cpu(), "dit_video::csrc_gelu_tanh is a CPU kernel, got a ", x.device(), " tensor");
+  TORCH_CHECK(x.is_contiguous(), "dit_video::csrc_gelu_tanh needs a contiguous tensor (sizes ", x.sizes(),
+              ", strides ", x.strides(), ")");
+  GeluParams p;
+  p.x = x.data_ptr();
+  p.out = out.data_ptr();
+  p.n = x.numel();
+  p.dtype = dtype_of(x);
+  return p;
+}
+
+Tensor gelu_tanh(const Tensor& x) {
+  Tensor out = advise_huge(at::empty(x.sizes(), x.options()));
+  gelu_tanh_fwd_cpu(gelu_params(x, out));
+  return out;
+}
+
+Tensor gelu_tanh_backward(const Tensor& grad, const Tensor& x) {
+  TORCH_CHECK(grad.sizes() == x.sizes() && grad.scalar_type() == x.scalar_type(),
+              "dit_video::csrc_gelu_tanh_backward: grad ", grad.sizes(), " ", grad.scalar_type(), " must match x ",
+              x.sizes(), " ", x.scalar_type());
+  const Tensor g = grad.contiguous();
+  Tensor dx = advise_huge(at::empty(x.sizes(), x.options()));
+  GeluParams p = gelu_params(x, dx);
+  p.grad = g.data_ptr();
+  gelu_tanh_bwd_cpu(p);
+  return dx;
+}
+
 // --------------------------------------------------------------------------- per-device entry points
 template <bool CUDA>
 std::tuple<Tensor, Tensor> temporal_attention(const Tensor& q, const Tensor& k, const Tensor& v,
@@ -443,6 +475,13 @@ TORCH_LIBRARY(dit_video, m) {
   m.def("csrc_adaln_modulate(Tensor x, Tensor shift, Tensor scale, float eps) -> (Tensor, Tensor, Tensor)");
   m.def("csrc_adaln_modulate_backward(Tensor grad_out, Tensor x, Tensor scale, Tensor mean, Tensor rstd) "
         "-> (Tensor, Tensor, Tensor)");
+  m.def("csrc_gelu_tanh(Tensor x) -> Tensor");
+  m.def("csrc_gelu_tanh_backward(Tensor grad, Tensor x) -> Tensor");
+}
+
+TORCH_LIBRARY_IMPL(dit_video, CPU, m) {
+  m.impl("csrc_gelu_tanh", &dit_video::gelu_tanh);
+  m.impl("csrc_gelu_tanh_backward", &dit_video::gelu_tanh_backward);
 }
 
 #define DIT_VIDEO_IMPL(KEY, CUDA)                                                                  \

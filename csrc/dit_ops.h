@@ -62,11 +62,22 @@ struct AdaLNParams {
   DType dtype = DType::Float32;
 };
 
+// GELU (tanh approximation) over n contiguous elements: out = gelu(x), or out = grad * gelu'(x).
+struct GeluParams {
+  const void* x = nullptr;
+  const void* grad = nullptr;  // backward only
+  void* out = nullptr;
+  int64_t n = 0;
+  DType dtype = DType::Float32;
+};
+
 // CPU (csrc/cpu/*.cpp; at::vec + at::parallel_for).
 void temporal_attention_fwd_cpu(const AttnParams& p);
 void temporal_attention_bwd_cpu(const AttnParams& p);
 void adaln_fwd_cpu(const AdaLNParams& p);
 void adaln_bwd_cpu(const AdaLNParams& p);
+void gelu_tanh_fwd_cpu(const GeluParams& p);  // CPU only: on CUDA, ATen's elementwise GELU is memory-bound already
+void gelu_tanh_bwd_cpu(const GeluParams& p);
 
 // CUDA (csrc/cuda/*.cu). Return nullptr on success, else the CUDA error string.
 const char* temporal_attention_fwd_cuda(const AttnParams& p, CUstream_st* stream);

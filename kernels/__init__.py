@@ -2,7 +2,7 @@
 
 Public API::
 
-    from dit_video.kernels import attention, adaln_modulate, gated_residual_adaln, rope3d
+    from dit_video.kernels import attention, adaln_modulate, gated_residual_adaln, rope3d, gelu_tanh
     from dit_video.kernels import gated_linear, adaln_linear, adaln_mlp   # memory-lean block ops
     from dit_video.kernels import use_backend, available, auto_decisions
 
@@ -13,7 +13,16 @@ layout and keeps the fastest (``autotune.py``); ``auto_decisions()`` lists what 
 
 from .autotune import decisions as auto_decisions
 from .dispatch import BACKENDS, BackendUnavailable, available, current_backend, register, resolve, use_backend
-from .ops import adaln_linear, adaln_mlp, adaln_modulate, attention, gated_linear, gated_residual_adaln, rope3d
+from .ops import (
+    adaln_linear,
+    adaln_mlp,
+    adaln_modulate,
+    attention,
+    gated_linear,
+    gated_residual_adaln,
+    gelu_tanh,
+    rope3d,
+)
 
 __all__ = [
     "BACKENDS",
@@ -27,6 +36,7 @@ __all__ = [
     "current_backend",
     "gated_linear",
     "gated_residual_adaln",
+    "gelu_tanh",
     "register",
     "resolve",
     "rope3d",

@@ -63,6 +63,11 @@ PROVIDERS: dict[str, tuple[str, ...]] = {
 }
 
 
+# Ops a forced backend without any implementation of them serves with the torch reference: GELU has a CPU
+# kernel (ATen's bf16 tanh-GELU is slow on CPU) but no GPU one (ATen's CUDA GELU is memory-bound already).
+PLAIN_FALLBACK = frozenset({"gelu_tanh"})
+
+
 class BackendUnavailable(RuntimeError):
     """A forced backend cannot serve a call; the message lists every reason."""
 
@@ -212,6 +217,10 @@ def _resolve(op: str, backend: str, args, kwargs, tracing: bool = False) -> Impl
         names = AUTO_ORDER.get(_device_of(args, kwargs), ("torch",))
     elif backend in BACKENDS:
         names = (backend,)
+        if op in PLAIN_FALLBACK:
+            _load(backend)
+            if not _REGISTRY.get((op, backend)):
+                names = ("torch",)
     else:
         raise ValueError(f"unknown backend {backend!r}; expected 'auto' or one of {BACKENDS}")
     _load("torch")  # the references, and the composite ops

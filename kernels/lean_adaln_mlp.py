@@ -7,8 +7,9 @@ and the fp32 row mean and rstd of its LayerNorm; backward recomputes ``h = adaLN
 (one GEMM: a third of the MLP's forward FLOPs) and ``gelu(z)``, and gets the gate's gradient from the
 fc2 weight-gradient GEMM (:func:`.lean_gated_linear.gate_grads`) instead of fc2's output.
 
-GELU is the tanh approximation (DiT / Latte). Under autocast the GEMMs run in the autocast dtype with
-weights cast by the op. The torch reference :func:`adaln_mlp_ref` sits beside it.
+GELU is the tanh approximation (DiT / Latte): the ``gelu_tanh`` implementation dispatch picks in forward, whose
+``.backward`` the backward calls. Under autocast the GEMMs run in the autocast dtype with weights cast by the op.
+The torch reference :func:`adaln_mlp_ref` sits beside it.
 """
 
 from __future__ import annotations
@@ -16,9 +17,10 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from . import dispatch
 from . import lean_adaln_parts as adaln_parts
-from .lean_adaln_linear import linear_grads
 from .dispatch import register_composite
+from .lean_adaln_linear import linear_grads
 from .lean_gated_linear import compute_dtype, gate_grads
 from .reference import adaln_modulate_ref, broadcast_mod
 
@@ -41,11 +43,13 @@ class _AdaLNMlp(torch.autograd.Function):
         dt = compute_dtype(x)
         with torch.autocast(x.device.type, enabled=False):
             h, mean, rstd = adaln_parts.forward(fam, x, shift, scale, eps)
-            a = F.gelu(F.linear(h.to(dt), w1.to(dt), _cast(b1, dt)), approximate="tanh")
-            del h
+            z = F.linear(h.to(dt), w1.to(dt), _cast(b1, dt))
+            gelu = dispatch.resolve("gelu_tanh", "auto", z).fn  # backward uses it too (and its .backward)
+            a = gelu(z)
+            del h, z
             out = torch.addcmul(x, broadcast_mod(gate, x), F.linear(a, w2.to(dt), _cast(b2, dt)))
         ctx.save_for_backward(x, shift, scale, gate, w1, b1, w2, b2, mean, rstd)
-        ctx.dt, ctx.eps, ctx.fam = dt, eps, fam
+        ctx.dt, ctx.eps, ctx.fam, ctx.gelu = dt, eps, fam, gelu
         return out
 
     @staticmethod
@@ -55,11 +59,11 @@ class _AdaLNMlp(torch.autograd.Function):
         with torch.autocast(dout.device.type, enabled=False):
             h = adaln_parts.forward(ctx.fam, x, shift, scale, ctx.eps)[0].to(dt)  # recomputed
             z = F.linear(h, w1.to(dt), _cast(b1, dt))  # recomputed: fc1
-            a = F.gelu(z, approximate="tanh")
+            a = ctx.gelu(z)
             dw2, db2, dgate = gate_grads(dout, a, w2, b2, gate, dt)
             del a
             da = torch.matmul((dout * broadcast_mod(gate, dout)).to(dt), w2.to(dt))
-            dz = torch.ops.aten.gelu_backward(da, z, approximate="tanh")
+            dz = ctx.gelu.backward(da, z)
             del da, z
             dw1, db1, dh = linear_grads(dz, h, w1, b1, dt)
             del dz, h

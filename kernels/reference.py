@@ -78,7 +78,23 @@ def rope3d_ref(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
     return torch.cat([x1 * c - x2 * s, x2 * c + x1 * s], dim=-1).to(x.dtype)
 
 
+def gelu_tanh_ref(x: torch.Tensor) -> torch.Tensor:
+    """GELU with the tanh approximation (DiT / Latte MLPs): ``0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))``."""
+    return F.gelu(x, approximate="tanh")
+
+
+def gelu_tanh_backward_ref(grad: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """``grad * gelu_tanh'(x)``."""
+    return torch.ops.aten.gelu_backward(grad, x, approximate="tanh")
+
+
+# Every gelu_tanh implementation carries its backward as ``.backward(grad, x)``: the memory-lean MLP recomputes GELU
+# in its own backward, where it cannot call autograd (torch.compile traces that backward).
+gelu_tanh_ref.backward = gelu_tanh_backward_ref
+
+
 register("attention", "torch", attention_ref)
 register("adaln_modulate", "torch", adaln_modulate_ref)
 register("gated_residual_adaln", "torch", gated_residual_adaln_ref)
 register("rope3d", "torch", rope3d_ref)
+register("gelu_tanh", "torch", gelu_tanh_ref)

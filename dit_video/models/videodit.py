@@ -32,7 +32,6 @@ from pathlib import Path
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
 from ..config import VideoDiTConfig
@@ -44,6 +43,7 @@ from ..kernels import (
     current_backend,
     gated_linear,
     gated_residual_adaln,
+    gelu_tanh,
     rope3d,
     use_backend,
 )
@@ -128,7 +128,7 @@ class Mlp(nn.Module):
         self.fc2 = nn.Linear(hidden, dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc2(F.gelu(self.fc1(x), approximate="tanh"))
+        return self.fc2(gelu_tanh(self.fc1(x)))
 
 
 def _checkpointed(fn, *args):

@@ -28,12 +28,18 @@ from dit_video.kernels.dispatch import Impl
 from dit_video.kernels.lean_adaln_linear import adaln_linear_ref
 from dit_video.kernels.lean_adaln_mlp import adaln_mlp_ref
 from dit_video.kernels.lean_gated_linear import gated_linear_ref
-from dit_video.kernels.reference import adaln_modulate_ref, attention_ref, gated_residual_adaln_ref, rope3d_ref
+from dit_video.kernels.reference import (
+    adaln_modulate_ref,
+    attention_ref,
+    gated_residual_adaln_ref,
+    gelu_tanh_ref,
+    rope3d_ref,
+)
 
 LEAN_OPS = ("gated_linear", "adaln_linear", "adaln_mlp")  # composites: the memory-lean block ops
-OPS = ("attention", "adaln_modulate", "gated_residual_adaln", "rope3d", *LEAN_OPS)
+OPS = ("attention", "adaln_modulate", "gated_residual_adaln", "rope3d", "gelu_tanh", *LEAN_OPS)
 REFERENCE = {"attention": attention_ref, "adaln_modulate": adaln_modulate_ref,
-             "gated_residual_adaln": gated_residual_adaln_ref, "rope3d": rope3d_ref,
+             "gated_residual_adaln": gated_residual_adaln_ref, "rope3d": rope3d_ref, "gelu_tanh": gelu_tanh_ref,
              "gated_linear": gated_linear_ref, "adaln_linear": adaln_linear_ref, "adaln_mlp": adaln_mlp_ref}
 DTYPES = (torch.float32, torch.bfloat16)
 
@@ -307,6 +313,20 @@ def lean_case(name: str, dtype, op: str, x_shape: tuple[int, ...], mod: str = "s
     return Case(name, op, leaves, build, {"eps": eps} if op != "gated_linear" else {}, n)
 
 
+def gelu_case(name: str, dtype, shape: tuple[int, ...], *, how: str = "plain", scale: float = 3.0,
+              seed: int = 0) -> Case:
+    """GELU on ``shape`` (values ~ N(0, scale^2): both tails, the saturated ones included), contiguous or as a
+    sliced view with gaps between rows (which the one-pass CPU kernel refuses)."""
+    g = _gen(seed)
+    x, view = _strided(shape, dtype, g, how) if how != "plain" else (_randn(shape, dtype, g), lambda t: t)
+    x = (x.float() * scale).to(dtype)
+
+    def build(lv):
+        return (view(lv[0]),)
+
+    return Case(name, "gelu_tanh", [x], build, {}, 1, grad_inputs=[0])
+
+
 def fixed_cases(op: str, device: torch.device | None = None) -> list[Case]:
     """The named cases (both dtypes) that every implementation of ``op`` must pass when it accepts them
     (on a CUDA device also model-sized ones: widths 384 / 1152 / 2048, 64 frames, head dim 128)."""
@@ -364,6 +384,11 @@ def fixed_cases(op: str, device: torch.device | None = None) -> list[Case]:
                                    ((2, 3, 5, 24), "frame", {"x_how": "transposed", "hidden": 96})):
                 name = f"{'x'.join(map(str, shape))}-{mod}-{'-'.join(f'{k}{v}' for k, v in kw.items())}-{tag}"
                 out.append(lean_case(name, dt, op, shape, mod, **kw))
+        elif op == "gelu_tanh":
+            out += [gelu_case(f"gelu-1-{tag}", dt, (1,)), gelu_case(f"gelu-4099-{tag}", dt, (4099,)),
+                    gelu_case(f"gelu-2x3x4097-{tag}", dt, (2, 3, 4097), scale=8.0),  # > one 4096-element task
+                    gelu_case(f"gelu-64x1536-{tag}", dt, (64, 1536)),
+                    gelu_case(f"gelu-sliced-5x24-{tag}", dt, (5, 24), how="sliced")]
         elif op == "rope3d":
             out += [rope_case(f"rope-2x3x5x2x16-{tag}", dt, (2, 3, 5, 2, 16)),
                     rope_case(f"rope-kview-2x3x6x2x40-{tag}", dt, (2, 3, 6, 2, 40), view=1),
@@ -404,6 +429,10 @@ def random_case(op: str, seed: int) -> Case:
     if op == "rope3d":
         shape = (r.randint(1, 2), r.randint(1, 4), r.randint(1, 6), r.randint(1, 3), 2 * r.randint(1, 20))
         return rope_case(name, dt, shape, view=r.choice([None, 0, 1]), seed=seed)
+    if op == "gelu_tanh":
+        shape = tuple(r.randint(1, 40) for _ in range(r.randint(1, 3))) + (r.choice([1, 8, 17, 64, 1536]),)
+        return gelu_case(name, dt, shape, how=r.choice(["plain", "plain", "plain", "sliced"]),
+                         scale=r.choice([0.5, 3.0, 10.0]), seed=seed)
     if op in LEAN_OPS:
         d = r.choice([1, 7, 8, 16, 24, 37, 48])
         b = r.randint(1, 3)

@@ -26,17 +26,20 @@ from dit_video.kernels.ops import (
     attention,
     gated_linear,
     gated_residual_adaln,
+    gelu_tanh,
     rope3d,
 )
 
 PUBLIC = {"attention": attention, "adaln_modulate": adaln_modulate, "gated_residual_adaln": gated_residual_adaln,
-          "rope3d": rope3d, "gated_linear": gated_linear, "adaln_linear": adaln_linear, "adaln_mlp": adaln_mlp}
+          "rope3d": rope3d, "gelu_tanh": gelu_tanh, "gated_linear": gated_linear, "adaln_linear": adaln_linear,
+          "adaln_mlp": adaln_mlp}
 # every fused implementation, and the one implementation of each composite op (registered under "torch")
 IMPLS = [i for i in dispatch.implementations() if i.backend != "torch" or dispatch.is_composite(i.op)]
 FUZZ_SEEDS = range(100)
 # share of random cases each implementation must accept (its check); below this the fuzz proves little
 MIN_SERVED = {"attention-cpu-attention": 0.9, "attention-triton-attention": 0.9,
-              "attention-triton-packed_attention": 0.6}
+              "attention-triton-packed_attention": 0.6,
+              "gelu_tanh-cpu-gelu_tanh": 0.6}  # a quarter of the gelu cases are strided views, which it refuses
 
 
 def _device_or_skip(impl):
@@ -93,6 +96,20 @@ def test_fuzz(impl):
     want = MIN_SERVED.get(contract.impl_id(impl), 0.9)
     assert share >= want, f"{contract.impl_id(impl)} served {served}/{len(FUZZ_SEEDS)} random cases (refused: " \
                           f"{refused}); the fuzz needs >= {want:.0%}"
+
+
+@pytest.mark.parametrize("impl", dispatch.implementations("gelu_tanh"), ids=contract.impl_id)
+def test_gelu_backward_attribute_is_its_gradient(impl):
+    """The lean MLP calls ``impl.fn.backward(grad, x)`` in its backward: it must be the op's own gradient."""
+    dev = _device_or_skip(impl)
+    for case in contract.fixed_cases("gelu_tanh", dev):
+        case = contract.to_device(case, dev)
+        if contract.refusal(impl, case) is not None:
+            continue
+        x = case.args()[0].detach().requires_grad_()
+        g = torch.randn_like(x)
+        (want,) = torch.autograd.grad(impl.fn(x), x, g)
+        assert torch.equal(impl.fn.backward(g, x.detach()), want), case.name
 
 
 @pytest.mark.parametrize("impl", IMPLS, ids=contract.impl_id)
