@@ -32,7 +32,7 @@ import torch.nn.functional as F
 
 from dit_video import kernels
 from dit_video.kernels import reference
-from dit_video.kernels.roofline import Work, attention_work, gated_residual_adaln_work, rope3d_work
+from dit_video.kernels.roofline import Work, attention_work, gated_residual_adaln_work, gelu_tanh_work, rope3d_work
 
 from .shapes import Case
 
@@ -83,6 +83,9 @@ def make_inputs(case: Case, device: str, dtype: torch.dtype) -> Inputs:
         y = torch.randn(b, t, s, case.width, **g).requires_grad_()
         mods = [(0.1 * torch.randn(b, case.width, **g)).requires_grad_() for _ in range(3)]
         return Inputs([x, y, *mods], lambda: ((x, y, *mods), {}))
+    if case.op == "gelu_tanh":  # the MLP's hidden activation (mlp_ratio 4)
+        z = torch.randn(b, t, s, 4 * case.width, **g).requires_grad_()
+        return Inputs([z], lambda: ((z,), {}))
     if case.op == "rope3d":
         from dit_video.models.embeddings import rope3d_tables
 
@@ -108,6 +111,8 @@ def work(case: Case, inputs: Inputs, dtype: torch.dtype, mode: str) -> Work:
         return attention_work(b * t, h, s, case.text_len, d, es, kv_n=b, mode=mode)
     if case.op == "gated_residual_adaln":
         return gated_residual_adaln_work(case.tokens, case.width, b, es, mode=mode)
+    if case.op == "gelu_tanh":
+        return gelu_tanh_work(case.tokens * 4 * case.width, es, mode=mode)
     return rope3d_work(case.tokens * h * d, inputs.aux["table_numel"], es, mode=mode)
 
 
@@ -134,11 +139,13 @@ _REFERENCE = {
     "attention": reference.attention_ref,
     "gated_residual_adaln": reference.gated_residual_adaln_ref,
     "rope3d": reference.rope3d_ref,
+    "gelu_tanh": reference.gelu_tanh_ref,
 }
 _PUBLIC = {
     "attention": kernels.attention,
     "gated_residual_adaln": kernels.gated_residual_adaln,
     "rope3d": kernels.rope3d,
+    "gelu_tanh": kernels.gelu_tanh,
 }
 
 

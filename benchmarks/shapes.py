@@ -24,7 +24,7 @@ ATTENTION_KINDS = ("spatial", "temporal", "full", "cross")
 class Case:
     """One kernel call: op (and attention kind) at one shape."""
 
-    op: str  # "attention" | "gated_residual_adaln" | "rope3d"
+    op: str  # "attention" | "gated_residual_adaln" | "rope3d" | "gelu_tanh"
     kind: str  # attention: spatial / temporal / full / cross; "-" otherwise
     preset: str
     batch: int
@@ -69,7 +69,7 @@ def _grid(presets: tuple[str, ...], ts: tuple[tuple[int, int], ...], batch: int,
                 if kind == "full" and t * s > max_full_tokens:
                     continue
                 cases.append(Case("attention", kind, p, batch, t, s, text_len))
-    for op in ("gated_residual_adaln", "rope3d"):
+    for op in ("gated_residual_adaln", "rope3d", "gelu_tanh"):
         for p in elementwise_presets:
             for t, s in ts:
                 cases.append(Case(op, "-", p, batch, t, s, text_len))

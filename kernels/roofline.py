@@ -79,6 +79,14 @@ def adaln_modulate_work(tokens: int, width: int, batch: int, es: int, mode: str 
     return {"fwd": fwd, "bwd": bwd, "fwd+bwd": fwd + bwd}[mode]
 
 
+def gelu_tanh_work(numel: int, es: int, mode: str = "fwd") -> Work:
+    """GELU (tanh): ~10 FLOPs per element forward (read z, write a), ~20 backward (read da and z, write dz);
+    the tanh / exp counts as a few of them."""
+    fwd = Work(10.0 * numel, 2 * numel * es)
+    bwd = Work(20.0 * numel, 3 * numel * es)
+    return {"fwd": fwd, "bwd": bwd, "fwd+bwd": fwd + bwd}[mode]
+
+
 def rope3d_work(numel: int, table_numel: int, es: int, mode: str = "fwd") -> Work:
     """Rotate pairs: 3 FLOPs per output element; read x and the fp32 cos/sin tables, write out.
 
