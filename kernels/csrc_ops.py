@@ -9,7 +9,7 @@ Triton backend's custom ops of the same namespace):
 * ``csrc_gated_residual_adaln`` / ``csrc_adaln_modulate`` — ``r = x + gate * y`` and LayerNorm(r) *
   (1 + scale) + shift in one pass; saves mean and rstd.
 * ``csrc_gelu_tanh`` (CPU only) — GELU's tanh approximation in fp32 registers over a contiguous tensor;
-  saves its input. ATen's bf16 tanh-GELU is the slow one (2-5x this kernel on AVX-512 CPUs).
+  saves its input. ATen's bf16 tanh-GELU took 2.4x (forward) and 1.6x (backward) its time on a Zen 4 EPYC.
 
 Loading (lazily, on the first dispatch to ``cpu``/``cuda``): a prebuilt ``dit_video._C``
 (``DIT_VIDEO_BUILD_EXT=1 pip install -e . --no-build-isolation``), else the sources are JIT-built
