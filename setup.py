@@ -23,7 +23,8 @@ from setuptools import find_packages, setup
 packages = find_packages(include=["dit_video", "dit_video.*"]) + ["dit_video.kernels"]
 package_dir = {"dit_video.kernels": "kernels"}
 
-CPU_SOURCES = ["csrc/bindings.cpp", "csrc/cpu/temporal_attention.cpp", "csrc/cpu/adaln.cpp", "csrc/cpu/gelu.cpp"]
+CPU_SOURCES = ["csrc/bindings.cpp", "csrc/cpu/temporal_attention.cpp", "csrc/cpu/attention_bf16.cpp",
+               "csrc/cpu/adaln.cpp", "csrc/cpu/gelu.cpp"]
 CUDA_SOURCES = ["csrc/cuda/temporal_attention.cu", "csrc/cuda/adaln.cu"]
 
 

@@ -43,7 +43,7 @@ from .layout import empty_in_layout_of
 log = logging.getLogger("dit_video.kernels")
 
 CSRC = Path(__file__).resolve().parent.parent / "csrc"
-CPU_SOURCES = ("bindings.cpp", "cpu/temporal_attention.cpp", "cpu/adaln.cpp", "cpu/gelu.cpp")
+CPU_SOURCES = ("bindings.cpp", "cpu/temporal_attention.cpp", "cpu/attention_bf16.cpp", "cpu/adaln.cpp", "cpu/gelu.cpp")
 CUDA_SOURCES = ("cuda/temporal_attention.cu", "cuda/adaln.cu")
 
 # Shapes the kernels serve. CPU: one sequence (all its heads) per task, tiles in an fp32 scratch,

@@ -7,6 +7,9 @@
 // log-sum-exp; backward recomputes P from them (flash-attention's recurrences):
 // dP = dO V^T, dS = P (dP - rowsum(dO o)), dQ = dS K, dK = dS^T Q, dV = P^T dO.
 // Fully masked rows: o = 0, lse = +inf, no gradient.
+//
+// bf16 inputs with more than 16 keys go to attention_bf16.cpp instead where oneDNN's BRGeMM runs bf16
+// (AMX): bf16 GEMM operands, fp32 softmax (see bf16_gemm_path below).
 #include <ATen/Parallel.h>
 
 #include <cmath>
@@ -14,149 +17,15 @@
 #include <vector>
 
 #include "../dit_ops.h"
+#include "attention_tasks.h"
+#include "bf16_gemm.h"
 #include "small_gemm.h"
 #include "vec_util.h"
 
 namespace dit_video {
 namespace {
 
-using cpu::Vec;
-constexpr int W = Vec::size();
-constexpr float kInf = std::numeric_limits<float>::infinity();
-
-struct BatchIndex {
-  int64_t i[kMaxBatchDims];
-};
-
-inline BatchIndex unravel(int64_t n, const int64_t* batch) {
-  BatchIndex b;
-  for (int d = kMaxBatchDims - 1; d >= 0; --d) {
-    b.i[d] = n % batch[d];
-    n /= batch[d];
-  }
-  return b;
-}
-
-template <typename T>
-inline T* row(const SeqView& v, const BatchIndex& b, int64_t l, int64_t h) {
-  int64_t off = l * v.ls + h * v.hs;
-  for (int d = 0; d < kMaxBatchDims; ++d) off += b.i[d] * v.bs[d];
-  return static_cast<T*>(v.ptr) + off;
-}
-
-// Additive key mask of one sequence: 0 = attend, -inf = masked or padding (j >= Lk, up to nk).
-// Returns how many keys are allowed.
-inline int load_mask(const AttnParams& p, const BatchIndex& b, int64_t nk, float* madd) {
-  int n = 0;
-  for (int64_t j = 0; j < nk; ++j) {
-    bool m = j < p.lk;
-    if (m && p.mask) {
-      int64_t off = j * p.mask_ls;
-      for (int d = 0; d < kMaxBatchDims; ++d) off += b.i[d] * p.mask_bs[d];
-      m = p.mask[off] != 0;
-    }
-    madd[j] = m ? 0.f : -kInf;
-    n += m;
-  }
-  return n;
-}
-
-inline float reduce_max(const float* x, int64_t n) {
-  Vec m(-kInf);
-  for (int64_t j = 0; j < n; j += W) m = at::vec::maximum(m, Vec::loadu(x + j));
-  return at::vec::vec_reduce_all<float>([](Vec& a, Vec& c) { return at::vec::maximum(a, c); }, m);
-}
-
-// Padded sizes of one task's tiles.
-struct Dims {
-  int64_t lq, lk, d;  // true sizes
-  int64_t mq, nk, dp;  // Lq -> multiple of 4 and W, Lk -> multiple of W, D -> multiple of W
-  explicit Dims(const AttnParams& p)
-      : lq(p.lq), lk(p.lk), d(p.dim), mq(cpu::round_up(p.lq, W)), nk(cpu::round_up(p.lk, W)),
-        dp(cpu::round_up(p.dim, W)) {}
-};
-
-// A task is one sequence and a group of heads [h0, h1). Rows are gathered row-major over (row, head),
-// which for the token layout (heads adjacent in memory) reads each token's heads as one contiguous
-// run: long sequential reads instead of Lq x H short strided ones.
-struct Task {
-  BatchIndex b;
-  int64_t n, h0, h1;
-};
-
-inline int64_t heads_per_task(const AttnParams& p, const Dims& z, int64_t floats_per_head) {
-  // all heads of a sequence in one task when there are enough sequences to keep every thread busy
-  // and the per-thread scratch stays in L2 (<= 512 KiB)
-  if (p.nbatch < 4 * at::get_num_threads()) return 1;
-  const int64_t fit = std::max<int64_t>(1, (512 * 1024 / 4) / std::max<int64_t>(1, floats_per_head));
-  (void)z;
-  return std::min<int64_t>(p.heads, fit);
-}
-
-// rows [0, L) of heads [h0, h1) -> dst[h - h0][L_pad][dp] fp32 (zero padding)
-template <typename T>
-void gather(const AttnParams& p, const SeqView& v, const Task& t, int64_t L, int64_t L_pad, int64_t dp, float* dst) {
-  const int64_t tile = L_pad * dp;
-  for (int64_t j = 0; j < L; ++j)
-    for (int64_t h = t.h0; h < t.h1; ++h) {
-      float* d = dst + (h - t.h0) * tile + j * dp;
-      cpu::to_float(row<const T>(v, t.b, j, h), d, p.dim);
-      std::fill(d + p.dim, d + dp, 0.f);
-    }
-  for (int64_t h = t.h0; h < t.h1; ++h) std::fill(dst + (h - t.h0) * tile + L * dp, dst + (h - t.h0 + 1) * tile, 0.f);
-}
-
-template <typename T>
-void scatter(const AttnParams& p, const SeqView& v, const Task& t, int64_t L, int64_t L_pad, int64_t dp,
-             const float* src) {
-  for (int64_t j = 0; j < L; ++j)
-    for (int64_t h = t.h0; h < t.h1; ++h)
-      cpu::from_float(src + (h - t.h0) * L_pad * dp + j * dp, row<T>(v, t.b, j, h), p.dim);
-}
-
-// Software prefetch (into L2) of a task's rows, issued a few tasks ahead: the strided rows of the
-// coming sequences stream in while this one computes.
-template <typename T>
-void prefetch(const AttnParams& p, const SeqView& v, const Task& t, int64_t L) {
-  const int64_t bytes = p.dim * int64_t(sizeof(T));
-  for (int64_t j = 0; j < L; ++j)
-    for (int64_t h = t.h0; h < t.h1; ++h) {
-      const char* r = reinterpret_cast<const char*>(row<const T>(v, t.b, j, h));
-      for (int64_t off = 0; off < bytes; off += 64) __builtin_prefetch(r + off, 0, 2);
-    }
-}
-
-inline Task make_task(const AttnParams& p, int64_t i, int64_t hpt) {
-  const int64_t groups = (p.heads + hpt - 1) / hpt;
-  Task t;
-  t.n = i / groups;
-  t.h0 = (i % groups) * hpt;
-  t.h1 = std::min<int64_t>(p.heads, t.h0 + hpt);
-  t.b = unravel(t.n, p.batch);
-  return t;
-}
-
-// fn(task, task to prefetch or nullptr): prefetches run kPrefetchAhead tasks ahead of the compute
-constexpr int64_t kPrefetchAhead = 2;
-
-template <typename Fn>
-void for_each_task(const AttnParams& p, int64_t hpt, const Fn& fn) {
-  const int64_t groups = (p.heads + hpt - 1) / hpt;
-  at::parallel_for(0, p.nbatch * groups, 1, [&](int64_t begin, int64_t end) {
-    for (int64_t i = begin; i < end; ++i) {
-      const Task t = make_task(p, i, hpt);
-      Task ahead;
-      const bool pre = i + kPrefetchAhead < end;
-      if (pre) ahead = make_task(p, i + kPrefetchAhead, hpt);
-      if (i == begin)  // warm-up: the first tasks of this chunk
-        for (int64_t j = i + 1; j < std::min(end, i + kPrefetchAhead); ++j) {
-          const Task w = make_task(p, j, hpt);
-          fn(w, &w, /*prefetch_only=*/true);
-        }
-      fn(t, pre ? &ahead : nullptr, false);
-    }
-  });
-}
+using namespace attn;
 
 template <typename T>
 void fwd_impl(const AttnParams& p) {
@@ -296,17 +165,29 @@ void bwd_impl(const AttnParams& p) {
   });
 }
 
+// bf16 inputs take the bf16-GEMM path (attention_bf16.cpp) where BRGeMM exists and the key tiles are
+// longer than one 16-wide block: measured on an AMX Xeon (2 threads, H6 D64, fwd / bwd vs this file's
+// fp32 scratch): L = 256 0.49x / 0.46x, 128 0.65x / 0.56x, 64 0.62x / 0.59x, 32 0.82x / 0.75x, but at
+// L = 16 1.16-1.33x / 0.82-1.04x: a 16 x 16 x 64 tile is too small to pay for the BRGeMM calls.
+inline bool bf16_gemm_path(const AttnParams& p) {
+  return p.dtype == DType::BFloat16 && p.lk > 16 && cpu::bf16_brgemm_usable();
+}
+
 }  // namespace
 
 void temporal_attention_fwd_cpu(const AttnParams& p) {
-  if (p.dtype == DType::BFloat16)
+  if (bf16_gemm_path(p))
+    attn::fwd_bf16(p);  // attention_bf16.cpp: bf16 GEMM operands (AMX)
+  else if (p.dtype == DType::BFloat16)
     fwd_impl<cpu::BF16>(p);
   else
     fwd_impl<float>(p);
 }
 
 void temporal_attention_bwd_cpu(const AttnParams& p) {
-  if (p.dtype == DType::BFloat16)
+  if (bf16_gemm_path(p))
+    attn::bwd_bf16(p);
+  else if (p.dtype == DType::BFloat16)
     bwd_impl<cpu::BF16>(p);
   else
     bwd_impl<float>(p);

@@ -55,6 +55,20 @@ inline float dot(const float* a, const float* b, int64_t n) {
   return s;
 }
 
+inline float dot(const BF16* a, const BF16* b, int64_t n) {
+  Vec acc(0.f);
+  int64_t i = 0;
+  for (; i + Vec::size() <= n; i += Vec::size()) {
+    Vec x, y;
+    at::vec::load_fp32_from_bf16(a + i, x);
+    at::vec::load_fp32_from_bf16(b + i, y);
+    acc = at::vec::fmadd(x, y, acc);
+  }
+  float s = at::vec::vec_reduce_all<float>([](Vec& x, Vec& y) { return x + y; }, acc);
+  for (; i < n; ++i) s += static_cast<float>(a[i]) * static_cast<float>(b[i]);
+  return s;
+}
+
 // y += a * x
 inline void axpy(float a, const float* x, float* y, int64_t n) {
   const Vec va(a);
