@@ -252,17 +252,21 @@ def step_flops(s: E2EShape, device: str, dtype: torch.dtype) -> int:
 
 
 def gemm_rate(s: E2EShape, device: str, dtype: torch.dtype, reps: int = 5) -> float:
-    """FLOP/s of the step's dominant GEMMs (``[tokens, w] @ [w, 4w]``, its transpose, and ``[tokens, w] @
-    [w, 3w]``), measured here in ``dtype``: the rate nobody beats in the same dtype. Median per shape,
-    FLOP-weighted mean over the three."""
+    """FLOP/s of the step's dominant GEMMs, measured here in ``dtype``: the rate nobody beats in the same dtype.
+    For each big linear (``w -> 4w``, ``4w -> w``, ``w -> 3w`` over the step's tokens) the three products a
+    training step runs, in the layouts autograd hands them: forward ``[n, k] @ [k, o]``, input gradient
+    ``[n, o] @ [o, k]`` and weight gradient ``g^T @ x`` (``[o, n]`` as a transposed view ``@ [n, k]``; BLAS
+    libraries reach a different rate on this long-reduction shape). Median per shape, FLOP-weighted mean."""
     w, n = s.width, s.tokens
     total_flops = total_s = 0.0
     for k, o in ((w, 4 * w), (4 * w, w), (w, 3 * w)):
-        a = torch.randn(n, k, device=device, dtype=dtype)
-        b = torch.randn(k, o, device=device, dtype=dtype)
-        ts = timing.time_fns(device, {"gemm": lambda a=a, b=b: a @ b}, None, quick=True, budget_s=3.0)
-        total_s += ts["gemm"].summary()["time_ms"] / 1e3
-        total_flops += 2.0 * n * k * o
+        x, g = (torch.randn(n, c, device=device, dtype=dtype) for c in (k, o))
+        wt = torch.randn(o, k, device=device, dtype=dtype)
+        products = {"forward": (x, wt.t()), "input_grad": (g, wt), "weight_grad": (g.t(), x)}
+        for a, b in products.values():
+            ts = timing.time_fns(device, {"gemm": lambda a=a, b=b: a @ b}, None, quick=True, budget_s=3.0)
+            total_s += ts["gemm"].summary()["time_ms"] / 1e3
+            total_flops += 2.0 * n * k * o
     return total_flops / total_s
 
 
