@@ -1,5 +1,5 @@
-// Short-sequence attention in bf16 with bf16 GEMM operands (bf16_gemm.h: oneDNN BRGeMM, AMX tiles),
-// the path temporal_attention.cpp takes for bf16 inputs where bf16_brgemm_usable(). Same tasks, masks
+// Short-sequence attention in bf16 with bf16 GEMM operands (bf16_gemm.h: oneDNN BRGeMM on AMX, or
+// vdpbf16ps on AVX512-BF16), the path temporal_attention.cpp takes for bf16 inputs where one exists. Same tasks, masks
 // and recurrences as the fp32-scratch kernel there; what changes is where the precision is:
 //   Q, K, V, dO, O are gathered as they are (bf16), S = Q K^T and dP = dO V^T accumulate in fp32, the
 //   softmax, lse, delta = rowsum(dO o) and dS = P (dP - delta) are fp32, and P / dS are rounded to
@@ -37,7 +37,7 @@ inline float softmax_row(float* si, const float* madd, int64_t nk, float scale, 
 
 }  // namespace
 
-void fwd_bf16(const AttnParams& p) {
+void fwd_bf16(const AttnParams& p, cpu::Bf16Gemm e) {
   const Dims z(p);
   const int64_t qn = z.mq * z.dp, kn = z.nk * z.dp, sn = z.mq * z.nk;
   const int64_t hpt = heads_per_task(p, z, qn + kn + sn);
@@ -78,17 +78,17 @@ void fwd_bf16(const AttnParams& p) {
           const int64_t hi = h - t.h0;
           float* lse = p.lse + (t.n * p.heads + h) * p.lq;
           cpu::pack_transposed(k + hi * kn, z.dp, z.nk, z.dp, kp);
-          cpu::gemm_bf16(z.lq, z.nk, z.dp, q + hi * qn, z.dp, kp, s, z.nk);  // S = Q K^T
+          cpu::gemm_bf16(e, z.lq, z.nk, z.dp, q + hi * qn, z.dp, kp, s, z.nk);  // S = Q K^T
           for (int64_t i = 0; i < z.lq; ++i) lse[i] = softmax_row(s + i * z.nk, madd, z.nk, p.scale, pb + i * z.nk);
           cpu::pack_rows(v + hi * kn, z.dp, z.nk, z.dp, vp);
-          cpu::gemm_bf16(z.lq, z.dp, z.nk, pb, z.nk, vp, o + hi * qn, z.dp);  // O = P V
+          cpu::gemm_bf16(e, z.lq, z.dp, z.nk, pb, z.nk, vp, o + hi * qn, z.dp);  // O = P V
         }
         scatter<BF16>(p, p.o, t, z.lq, z.mq, z.dp, o);
       },
-      cpu::gemm_bf16_done);
+      [e] { cpu::gemm_bf16_done(e); });
 }
 
-void bwd_bf16(const AttnParams& p) {
+void bwd_bf16(const AttnParams& p, cpu::Bf16Gemm e) {
   const Dims z(p);
   const int64_t qn = z.mq * z.dp, kn = z.nk * z.dp, sn = z.mq * z.nk;
   const int64_t hpt = heads_per_task(p, z, 3 * qn + 3 * kn + 3 * sn);
@@ -139,8 +139,8 @@ void bwd_bf16(const AttnParams& p) {
           const BF16 *qh = q + hi * qn, *doh = dout + hi * qn, *oh = o + hi * qn, *kh = k + hi * kn;
           cpu::pack_transposed(kh, z.dp, z.nk, z.dp, kp);
           cpu::pack_transposed(v + hi * kn, z.dp, z.nk, z.dp, vtp);
-          cpu::gemm_bf16(z.mq, z.nk, z.dp, qh, z.dp, kp, s, z.nk);    // S = Q K^T
-          cpu::gemm_bf16(z.mq, z.nk, z.dp, doh, z.dp, vtp, dp, z.nk);  // dP = dO V^T
+          cpu::gemm_bf16(e, z.mq, z.nk, z.dp, qh, z.dp, kp, s, z.nk);    // S = Q K^T
+          cpu::gemm_bf16(e, z.mq, z.nk, z.dp, doh, z.dp, vtp, dp, z.nk);  // dP = dO V^T
           for (int64_t i = 0; i < z.mq; ++i) {
             float* si = s + i * z.nk;
             float* di = dp + i * z.nk;
@@ -160,21 +160,21 @@ void bwd_bf16(const AttnParams& p) {
           }
           cpu::from_float(dp, ab, sn);
           cpu::pack_rows(kh, z.dp, z.nk, z.dp, kp);
-          cpu::gemm_bf16(z.mq, z.dp, z.nk, ab, z.nk, kp, dq + hi * qn, z.dp);  // dQ = dS K
+          cpu::gemm_bf16(e, z.mq, z.dp, z.nk, ab, z.nk, kp, dq + hi * qn, z.dp);  // dQ = dS K
           cpu::transpose(s, z.nk, tt, z.mq, z.mq, z.nk);
           cpu::from_float(tt, ab, sn);
           cpu::transpose(dp, z.nk, tt, z.mq, z.mq, z.nk);
           cpu::from_float(tt, ab2, sn);
           cpu::pack_rows(doh, z.dp, z.mq, z.dp, dop);
           cpu::pack_rows(qh, z.dp, z.mq, z.dp, qp);
-          cpu::gemm_bf16(z.nk, z.dp, z.mq, ab, z.mq, dop, dv + hi * kn, z.dp);  // dV = P^T dO
-          cpu::gemm_bf16(z.nk, z.dp, z.mq, ab2, z.mq, qp, dk + hi * kn, z.dp);  // dK = dS^T Q
+          cpu::gemm_bf16(e, z.nk, z.dp, z.mq, ab, z.mq, dop, dv + hi * kn, z.dp);  // dV = P^T dO
+          cpu::gemm_bf16(e, z.nk, z.dp, z.mq, ab2, z.mq, qp, dk + hi * kn, z.dp);  // dK = dS^T Q
         }
         scatter<BF16>(p, p.dq, t, z.lq, z.mq, z.dp, dq);
         scatter<BF16>(p, p.dk, t, z.lk, z.nk, z.dp, dk);
         scatter<BF16>(p, p.dv, t, z.lk, z.nk, z.dp, dv);
       },
-      cpu::gemm_bf16_done);
+      [e] { cpu::gemm_bf16_done(e); });
 }
 
 }  // namespace dit_video::attn

@@ -9,6 +9,7 @@
 #include <limits>
 
 #include "../dit_ops.h"
+#include "bf16_gemm.h"
 #include "vec_util.h"
 
 namespace dit_video::attn {
@@ -166,8 +167,8 @@ void gather_raw(const AttnParams& p, const SeqView& v, const Task& t, int64_t L,
   for (int64_t h = t.h0; h < t.h1; ++h) std::fill(dst + (h - t.h0) * tile + L * dp, dst + (h - t.h0 + 1) * tile, T(0.f));
 }
 
-// attention_bf16.cpp: the bf16 path on bf16 GEMM operands (where cpu::bf16_brgemm_usable())
-void fwd_bf16(const AttnParams& p);
-void bwd_bf16(const AttnParams& p);
+// attention_bf16.cpp: the bf16 path on bf16 GEMM operands, on the engine given (bf16_gemm.h)
+void fwd_bf16(const AttnParams& p, cpu::Bf16Gemm engine);
+void bwd_bf16(const AttnParams& p, cpu::Bf16Gemm engine);
 
 }  // namespace dit_video::attn

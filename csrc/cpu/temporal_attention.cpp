@@ -9,7 +9,7 @@
 // Fully masked rows: o = 0, lse = +inf, no gradient.
 //
 // bf16 inputs with more than 16 keys go to attention_bf16.cpp instead where oneDNN's BRGeMM runs bf16
-// (AMX): bf16 GEMM operands, fp32 softmax (see bf16_gemm_path below).
+// (AMX): bf16 GEMM operands, fp32 softmax (see bf16_gemm_path below; bf16_gemm.h for the engines).
 #include <ATen/Parallel.h>
 
 #include <cmath>
@@ -169,15 +169,17 @@ void bwd_impl(const AttnParams& p) {
 // longer than one 16-wide block: measured on an AMX Xeon (2 threads, H6 D64, fwd / bwd vs this file's
 // fp32 scratch): L = 256 0.49x / 0.46x, 128 0.65x / 0.56x, 64 0.62x / 0.59x, 32 0.82x / 0.75x, but at
 // L = 16 1.16-1.33x / 0.82-1.04x: a 16 x 16 x 64 tile is too small to pay for the BRGeMM calls.
-inline bool bf16_gemm_path(const AttnParams& p) {
-  return p.dtype == DType::BFloat16 && p.lk > 16 && cpu::bf16_brgemm_usable();
+inline cpu::Bf16Gemm bf16_gemm_path(const AttnParams& p) {
+  if (p.dtype != DType::BFloat16) return cpu::Bf16Gemm::None;
+  const cpu::Bf16Gemm e = cpu::bf16_gemm_engine();
+  return e == cpu::Bf16Gemm::Brgemm && p.lk <= 16 ? cpu::Bf16Gemm::None : e;
 }
 
 }  // namespace
 
 void temporal_attention_fwd_cpu(const AttnParams& p) {
-  if (bf16_gemm_path(p))
-    attn::fwd_bf16(p);  // attention_bf16.cpp: bf16 GEMM operands (AMX)
+  if (const auto e = bf16_gemm_path(p); e != cpu::Bf16Gemm::None)
+    attn::fwd_bf16(p, e);  // attention_bf16.cpp: bf16 GEMM operands (AMX)
   else if (p.dtype == DType::BFloat16)
     fwd_impl<cpu::BF16>(p);
   else
@@ -185,8 +187,8 @@ void temporal_attention_fwd_cpu(const AttnParams& p) {
 }
 
 void temporal_attention_bwd_cpu(const AttnParams& p) {
-  if (bf16_gemm_path(p))
-    attn::bwd_bf16(p);
+  if (const auto e = bf16_gemm_path(p); e != cpu::Bf16Gemm::None)
+    attn::bwd_bf16(p, e);
   else if (p.dtype == DType::BFloat16)
     bwd_impl<cpu::BF16>(p);
   else

@@ -1,8 +1,9 @@
 """The two bf16 paths of the C++ CPU attention kernel, held to the numerics rule on the same cases.
 
 bf16 with keys longer than 16 takes the bf16-GEMM path (csrc/cpu/attention_bf16.cpp) where oneDNN's
-BRGeMM packs bf16 (AMX Xeons); DIT_VIDEO_CPU_BRGEMM=0 forces the fp32-scratch path. Both must meet the
-rule on the same cases (where BRGeMM is absent, both runs take the scratch path).
+BRGeMM packs bf16 (AMX Xeons); DIT_VIDEO_CPU_BF16_GEMM picks the engine: ``brgemm``, ``dpbf16`` (the
+vdpbf16ps micro-kernel, on AVX512-BF16 CPUs) or ``off`` (the fp32-scratch path). Every engine must meet the
+rule on the same cases; one the CPU lacks runs the scratch path, so every run checks what serves it.
 """
 
 import pytest
@@ -25,10 +26,10 @@ BF16_CASES = [
 ]
 
 
-@pytest.mark.parametrize("path", ["bf16-gemm", "fp32-scratch"])
+@pytest.mark.parametrize("path", ["brgemm", "dpbf16", "off"])
 @pytest.mark.parametrize("spec", BF16_CASES, ids=lambda s: s["name"])
 def test_bf16_paths_meet_the_rule(monkeypatch, path, spec):
-    monkeypatch.setenv("DIT_VIDEO_CPU_BRGEMM", "1" if path == "bf16-gemm" else "0")
+    monkeypatch.setenv("DIT_VIDEO_CPU_BF16_GEMM", path)
     impl = next((i for i in dispatch.implementations() if i.op == "attention" and i.backend == "cpu"), None)
     if impl is None:
         pytest.skip("the C++ CPU backend is not built here (no compiler)")
