@@ -13,29 +13,8 @@
 #include "small_gemm.h"
 
 namespace dit_video::attn {
-namespace {
 
 using cpu::BF16;
-
-// Softmax of one score row in place (scale, additive mask), P rounded to bf16 into pb; returns lse.
-inline float softmax_row(float* si, const float* madd, int64_t nk, float scale, BF16* pb) {
-  const Vec vscale(scale);
-  for (int64_t j = 0; j < nk; j += W) at::vec::fmadd(Vec::loadu(si + j), vscale, Vec::loadu(madd + j)).store(si + j);
-  const float mx = reduce_max(si, nk);
-  Vec vsum(0.f);
-  for (int64_t j = 0; j < nk; j += W) {
-    const Vec e = (Vec::loadu(si + j) - Vec(mx)).exp();
-    e.store(si + j);
-    vsum = vsum + e;
-  }
-  const float sum = at::vec::vec_reduce_all<float>([](Vec& x, Vec& y) { return x + y; }, vsum);
-  const Vec inv(1.f / sum);
-  for (int64_t j = 0; j < nk; j += W) (Vec::loadu(si + j) * inv).store(si + j);
-  cpu::from_float(si, pb, nk);
-  return mx + std::log(sum);
-}
-
-}  // namespace
 
 void fwd_bf16(const AttnParams& p, cpu::Bf16Gemm e) {
   const Dims z(p);
@@ -79,7 +58,10 @@ void fwd_bf16(const AttnParams& p, cpu::Bf16Gemm e) {
           float* lse = p.lse + (t.n * p.heads + h) * p.lq;
           cpu::pack_transposed(k + hi * kn, z.dp, z.nk, z.dp, kp);
           cpu::gemm_bf16(e, z.lq, z.nk, z.dp, q + hi * qn, z.dp, kp, s, z.nk);  // S = Q K^T
-          for (int64_t i = 0; i < z.lq; ++i) lse[i] = softmax_row(s + i * z.nk, madd, z.nk, p.scale, pb + i * z.nk);
+          for (int64_t i = 0; i < z.lq; ++i) {
+            lse[i] = softmax_row(s + i * z.nk, madd, z.nk, p.scale);
+            cpu::from_float(s + i * z.nk, pb + i * z.nk, z.nk);
+          }
           cpu::pack_rows(v + hi * kn, z.dp, z.nk, z.dp, vp);
           cpu::gemm_bf16(e, z.lq, z.dp, z.nk, pb, z.nk, vp, o + hi * qn, z.dp);  // O = P V
         }
@@ -126,7 +108,6 @@ void bwd_bf16(const AttnParams& p, cpu::Bf16Gemm e) {
         float* dp = s + sn;
         float* tt = dp + sn;  // a transposed [nk, mq] tile
         float* madd = tt + sn;
-        (void)kn;
         load_mask(p, t.b, z.nk, madd);
         gather_raw<BF16>(p, p.q, t, z.lq, z.mq, z.dp, q);
         gather_raw<BF16>(p, p.dout, t, z.lq, z.mq, z.dp, dout);
@@ -141,23 +122,7 @@ void bwd_bf16(const AttnParams& p, cpu::Bf16Gemm e) {
           cpu::pack_transposed(v + hi * kn, z.dp, z.nk, z.dp, vtp);
           cpu::gemm_bf16(e, z.mq, z.nk, z.dp, qh, z.dp, kp, s, z.nk);    // S = Q K^T
           cpu::gemm_bf16(e, z.mq, z.nk, z.dp, doh, z.dp, vtp, dp, z.nk);  // dP = dO V^T
-          for (int64_t i = 0; i < z.mq; ++i) {
-            float* si = s + i * z.nk;
-            float* di = dp + i * z.nk;
-            if (i >= z.lq || std::isinf(lse[i])) {  // padding or fully masked row: P = dS = 0
-              std::fill(si, si + z.nk, 0.f);
-              std::fill(di, di + z.nk, 0.f);
-              continue;
-            }
-            const float delta = cpu::dot(doh + i * z.dp, oh + i * z.dp, z.d);
-            const Vec vscale(p.scale), vlse(lse[i]), vdelta(delta);
-            for (int64_t j = 0; j < z.nk; j += W) {
-              // P = exp(scale s + mask - lse); dS = P (dP - delta) scale
-              const Vec pj = (at::vec::fmadd(Vec::loadu(si + j), vscale, Vec::loadu(madd + j)) - vlse).exp();
-              pj.store(si + j);
-              ((Vec::loadu(di + j) - vdelta) * pj * vscale).store(di + j);
-            }
-          }
+          probs_and_dscores(p, z, lse, madd, doh, oh, s, dp);
           cpu::from_float(dp, ab, sn);
           cpu::pack_rows(kh, z.dp, z.nk, z.dp, kp);
           cpu::gemm_bf16(e, z.mq, z.dp, z.nk, ab, z.nk, kp, dq + hi * qn, z.dp);  // dQ = dS K

@@ -5,6 +5,7 @@
 #include <ATen/Parallel.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <limits>
 
@@ -165,6 +166,46 @@ void gather_raw(const AttnParams& p, const SeqView& v, const Task& t, int64_t L,
       std::fill(d + p.dim, d + dp, T(0.f));
     }
   for (int64_t h = t.h0; h < t.h1; ++h) std::fill(dst + (h - t.h0) * tile + L * dp, dst + (h - t.h0 + 1) * tile, T(0.f));
+}
+
+// Softmax of one score row in place: P = softmax(scale s + mask); returns the row's lse.
+inline float softmax_row(float* si, const float* madd, int64_t nk, float scale) {
+  const Vec vscale(scale);
+  for (int64_t j = 0; j < nk; j += W) at::vec::fmadd(Vec::loadu(si + j), vscale, Vec::loadu(madd + j)).store(si + j);
+  const float mx = reduce_max(si, nk);
+  Vec vsum(0.f);
+  for (int64_t j = 0; j < nk; j += W) {
+    const Vec e = (Vec::loadu(si + j) - Vec(mx)).exp();
+    e.store(si + j);
+    vsum = vsum + e;
+  }
+  const float sum = at::vec::vec_reduce_all<float>([](Vec& x, Vec& y) { return x + y; }, vsum);
+  const Vec inv(1.f / sum);
+  for (int64_t j = 0; j < nk; j += W) (Vec::loadu(si + j) * inv).store(si + j);
+  return mx + std::log(sum);
+}
+
+// Backward, rows of one head: S -> P = exp(scale s + mask - lse), dP -> dS = P (dP - delta) scale with
+// delta = rowsum(dO o); padding and fully masked rows get P = dS = 0. dO, o rows: T (float or bf16), ld dp.
+template <typename T>
+void probs_and_dscores(const AttnParams& p, const Dims& z, const float* lse, const float* madd, const T* dout,
+                       const T* o, float* s, float* dp) {
+  for (int64_t i = 0; i < z.mq; ++i) {
+    float* si = s + i * z.nk;
+    float* di = dp + i * z.nk;
+    if (i >= z.lq || std::isinf(lse[i])) {
+      std::fill(si, si + z.nk, 0.f);
+      std::fill(di, di + z.nk, 0.f);
+      continue;
+    }
+    const float delta = cpu::dot(dout + i * z.dp, o + i * z.dp, z.d);
+    const Vec vscale(p.scale), vlse(lse[i]), vdelta(delta);
+    for (int64_t j = 0; j < z.nk; j += W) {
+      const Vec pj = (at::vec::fmadd(Vec::loadu(si + j), vscale, Vec::loadu(madd + j)) - vlse).exp();
+      pj.store(si + j);
+      ((Vec::loadu(di + j) - vdelta) * pj * vscale).store(di + j);
+    }
+  }
 }
 
 // attention_bf16.cpp: the bf16 path on bf16 GEMM operands, on the engine given (bf16_gemm.h)

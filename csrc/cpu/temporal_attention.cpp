@@ -65,24 +65,10 @@ void fwd_impl(const AttnParams& p) {
       cpu::transpose(k + hi * kn, z.dp, kt, z.nk, z.nk, z.dp);
       cpu::gemm(q + hi * qn, z.dp, kt, z.nk, s, z.nk, z.mq, z.nk, z.dp);  // S = Q K^T
       for (int64_t i = 0; i < z.mq; ++i) {
-        float* si = s + i * z.nk;
-        if (i >= z.lq) {  // padding rows
-          std::fill(si, si + z.nk, 0.f);
-          continue;
-        }
-        const Vec vscale(p.scale);
-        for (int64_t j = 0; j < z.nk; j += W) at::vec::fmadd(Vec::loadu(si + j), vscale, Vec::loadu(madd + j)).store(si + j);
-        const float mx = reduce_max(si, z.nk);
-        Vec vsum(0.f);
-        for (int64_t j = 0; j < z.nk; j += W) {
-          const Vec e = (Vec::loadu(si + j) - Vec(mx)).exp();
-          e.store(si + j);
-          vsum = vsum + e;
-        }
-        const float sum = at::vec::vec_reduce_all<float>([](Vec& x, Vec& y) { return x + y; }, vsum);
-        const Vec inv(1.f / sum);
-        for (int64_t j = 0; j < z.nk; j += W) (Vec::loadu(si + j) * inv).store(si + j);
-        lse[i] = mx + std::log(sum);
+        if (i < z.lq)
+          lse[i] = softmax_row(s + i * z.nk, madd, z.nk, p.scale);
+        else  // padding rows
+          std::fill(s + i * z.nk, s + (i + 1) * z.nk, 0.f);
       }
       cpu::gemm(s, z.nk, v + hi * kn, z.dp, o + hi * qn, z.dp, z.mq, z.dp, z.nk);  // O = P V
     }
@@ -136,23 +122,7 @@ void bwd_impl(const AttnParams& p) {
       cpu::transpose(v + hi * kn, z.dp, vt, z.nk, z.nk, z.dp);
       cpu::gemm(qh, z.dp, kt, z.nk, s, z.nk, z.mq, z.nk, z.dp);   // S = Q K^T
       cpu::gemm(doh, z.dp, vt, z.nk, dp, z.nk, z.mq, z.nk, z.dp);  // dP = dO V^T
-      for (int64_t i = 0; i < z.mq; ++i) {
-        float* si = s + i * z.nk;
-        float* di = dp + i * z.nk;
-        if (i >= z.lq || std::isinf(lse[i])) {  // padding or fully masked row: P = dS = 0
-          std::fill(si, si + z.nk, 0.f);
-          std::fill(di, di + z.nk, 0.f);
-          continue;
-        }
-        const float delta = cpu::dot(doh + i * z.dp, oh + i * z.dp, z.d);
-        const Vec vscale(p.scale), vlse(lse[i]), vdelta(delta);
-        for (int64_t j = 0; j < z.nk; j += W) {
-          // P = exp(scale s + mask - lse); dS = P (dP - delta) scale
-          const Vec pj = (at::vec::fmadd(Vec::loadu(si + j), vscale, Vec::loadu(madd + j)) - vlse).exp();
-          pj.store(si + j);
-          ((Vec::loadu(di + j) - vdelta) * pj * vscale).store(di + j);
-        }
-      }
+      probs_and_dscores(p, z, lse, madd, doh, oh, s, dp);
       cpu::gemm(dp, z.nk, k + hi * kn, z.dp, dq + hi * qn, z.dp, z.mq, z.dp, z.nk);  // dQ = dS K
       cpu::transpose(s, z.nk, pt, z.mq, z.mq, z.nk);
       cpu::transpose(dp, z.nk, dst, z.mq, z.mq, z.nk);
