@@ -82,4 +82,3 @@ def test_coexists_with_the_triton_backend(csrc):
         pytest.skip(f"triton backend not importable: {e}")
     assert hasattr(torch.ops.dit_video, "gated_residual_adaln")
     assert hasattr(torch.ops.dit_video, "csrc_gated_residual_adaln")
-
