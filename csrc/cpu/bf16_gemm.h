@@ -1,7 +1,7 @@
 // bf16 x bf16 -> fp32 GEMMs for the attention tiles, on one of two engines:
 // * oneDNN's BRGeMM micro-kernel (the one ATen's CPU flash attention calls: AMX tiles on Xeons that have
 //   them), through ATen's cpublas wrapper, where oneDNN packs bf16 for it;
-// * on request, on CPUs with AVX512-BF16 (Zen 4 EPYCs, Cooper Lake / Sapphire Rapids Xeons), the
+// * on CPUs with AVX512-BF16 where oneDNN does not pack bf16 (Zen 4 EPYCs; Cooper Lake Xeons), the
 //   register-blocked micro-kernel below on vdpbf16ps (two bf16 products per fp32 lane per instruction),
 //   compiled with a target attribute so the build stays portable, chosen at run time.
 //
@@ -29,11 +29,13 @@ constexpr int64_t kNB = 64;  // BRGeMM's packed-B block width (16, 32, 48 or 64 
 
 enum class Bf16Gemm { None, Brgemm, Dpbf16 };
 
-// Which engine runs here (AVX-512 builds only): BRGeMM where oneDNN packs bf16, else none (the caller keeps
-// its fp32-scratch path). vdpbf16ps is opt-in: on an AMX Xeon (Sapphire Rapids: one vdpbf16ps per cycle,
-// the FLOPs of two fp32 FMAs) it measured 1.05-1.2x the fp32-scratch path, not faster; on Zen 4 it is not
-// measured yet. DIT_VIDEO_CPU_BF16_GEMM = off | dpbf16 | brgemm picks (read at each call: tests run every
-// path in one process); an engine the CPU lacks falls back to none.
+// Which engine runs here (AVX-512 builds only), from measurements (fwd+bwd, bf16, 2 threads, H6 D64, against the
+// fp32-scratch path): BRGeMM where oneDNN packs bf16 (AMX Xeons: 0.46-0.82x for keys 32-256; the caller keeps
+// scratch for keys <= 16, where BRGeMM measured 0.82-1.33x), else vdpbf16ps where the CPU has it (Zen 4 EPYC,
+// where oneDNN packs no bf16: 0.63x at keys 256, 0.70-0.84x for keys 16-128; on the AMX Xeon it measured
+// 1.05-1.2x, which BRGeMM's priority keeps out), else none (the caller's fp32-scratch path).
+// DIT_VIDEO_CPU_BF16_GEMM = off | dpbf16 | brgemm overrides (read at each call: tests run every path in one
+// process); an engine the CPU lacks falls back to none.
 inline Bf16Gemm bf16_gemm_engine() {
 #if defined(CPU_CAPABILITY_AVX512)
   static const bool brgemm = at::native::cpublas::could_pack(at::kBFloat16);
@@ -41,7 +43,8 @@ inline Bf16Gemm bf16_gemm_engine() {
   const char* env = std::getenv("DIT_VIDEO_CPU_BF16_GEMM");
   if (env && std::strcmp(env, "off") == 0) return Bf16Gemm::None;
   if (env && std::strcmp(env, "dpbf16") == 0) return dpbf16 ? Bf16Gemm::Dpbf16 : Bf16Gemm::None;
-  return brgemm ? Bf16Gemm::Brgemm : Bf16Gemm::None;
+  if (env && std::strcmp(env, "brgemm") == 0) return brgemm ? Bf16Gemm::Brgemm : Bf16Gemm::None;
+  return brgemm ? Bf16Gemm::Brgemm : dpbf16 ? Bf16Gemm::Dpbf16 : Bf16Gemm::None;
 #else
   return Bf16Gemm::None;
 #endif

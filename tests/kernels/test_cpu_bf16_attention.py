@@ -1,8 +1,8 @@
 """The two bf16 paths of the C++ CPU attention kernel, held to the numerics rule on the same cases.
 
-bf16 with keys longer than 16 takes the bf16-GEMM path (csrc/cpu/attention_bf16.cpp) where oneDNN's
-BRGeMM packs bf16 (AMX Xeons); DIT_VIDEO_CPU_BF16_GEMM picks the engine: ``brgemm``, ``dpbf16`` (the
-vdpbf16ps micro-kernel, on AVX512-BF16 CPUs) or ``off`` (the fp32-scratch path). Every engine must meet the
+bf16 takes the bf16-GEMM path (csrc/cpu/attention_bf16.cpp) where an engine serves it: oneDNN's BRGeMM where
+it packs bf16 (AMX Xeons; keys > 16), else the vdpbf16ps micro-kernel (AVX512-BF16 CPUs); DIT_VIDEO_CPU_BF16_GEMM
+picks the engine: ``brgemm``, ``dpbf16`` or ``off`` (the fp32-scratch path). Every engine must meet the
 rule on the same cases; one the CPU lacks runs the scratch path, so every run checks what serves it.
 """
 
