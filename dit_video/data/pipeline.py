@@ -18,6 +18,7 @@ those again while replaying, so its batches are the ones an uninterrupted run wo
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import random
@@ -273,6 +274,14 @@ class VideoStream(SampleStream):
             self.shapes = [(cfg.num_frames, cfg.size, cfg.size, cfg.batch_size)]
             self.plans = ()
         self.dtype = torch.uint8 if cfg.output_dtype == "uint8" else torch.float32
+        self.cache: dict[tuple, tuple[np.ndarray, dict]] = {}  # per worker (each process has its own copy)
+        self.cache_bytes = 0
+
+    def _cache_key(self, job: dict) -> tuple | None:
+        if self.cfg.decode_cache_mb <= 0 or job["ext"] is None:
+            return None
+        digest = hashlib.blake2b(job["raw"][job["ext"]], digest_size=16).digest()
+        return digest, repr(job["plan"])  # the same bytes cut the same way decode to the same frames
 
     def _open_decoder(self) -> DecodeSandbox | None:
         if self.cfg.decode_timeout_s > 0 and DecodeSandbox.available():
@@ -304,6 +313,9 @@ class VideoStream(SampleStream):
                 "ext": next((e for e in VIDEO_EXTS if e in raw), None), "plan": plan, "crop": crop}
 
     def _submit(self, job: dict, sandbox: DecodeSandbox | None) -> None:
+        job["cache_key"] = key = self._cache_key(job)
+        if key is not None and key in self.cache:
+            return
         if job["ext"] is not None and sandbox is not None:
             sandbox.submit(job["raw"][job["ext"]], job["plan"])
 
@@ -311,6 +323,10 @@ class VideoStream(SampleStream):
         raw = job["raw"]
         if job["ext"] is None:
             return ("skip", "no_mp4", f"no video member (members: {sorted(k for k in raw if not k.startswith('__'))})")
+        key = job.get("cache_key")
+        if key is not None and key in self.cache:
+            frames, info = self.cache[key]
+            return ("ok", int(info.get("bucket", 0)), frames, {**info, "cache_hit": True})
         try:
             if sandbox is not None:
                 frames, info = sandbox.collect(copy=False)
@@ -318,9 +334,14 @@ class VideoStream(SampleStream):
                 frames, info = codec.decode_clip(raw[job["ext"]], job["plan"])
         except codec.DecodeFailure as e:
             return ("skip", e.reason, e.message)
+        if key is not None and self.cache_bytes + frames.nbytes <= self.cfg.decode_cache_mb * 2**20:
+            self.cache[key] = (np.array(frames), dict(info))  # a copy: the sandbox reuses its shared buffer
+            self.cache_bytes += frames.nbytes
         return ("ok", int(info.get("bucket", 0)), frames, info)
 
     def _on_sample(self, info: dict, key: str, counters: Counters) -> None:
+        if info.get("cache_hit"):
+            counters.add("decode/cache_hits")
         if info.get("padded"):
             counters.add("padded/too_short")
         if info.get("decoder") == "pyav" and info.get("decord_error"):

@@ -370,3 +370,26 @@ def test_video_layout_is_channels_last_3d_view(shard_of, tmp_path):
     v = batch["video"]
     assert v.shape == (2, 3, 3, 8, 8) and v.is_contiguous(memory_format=torch.channels_last_3d)
     assert torch.equal(v.contiguous(), v)
+
+
+@pytest.mark.parametrize("num_workers", [0, 1])
+def test_decode_cache_serves_the_same_batches_and_counts_hits(shard_of, tmp_path, num_workers):
+    _numbered_shards(shard_of, 1, 3, h=32, w=32, t=6)
+    kw = dict(epochs=3, num_workers=num_workers, batch_size=3, num_frames=4, size=16)
+    plain = make_loader(cfg_for(tmp_path / "shards", **kw))
+    ref = drain(plain)
+    cached = make_loader(cfg_for(tmp_path / "shards", decode_cache_mb=1.0, **kw))
+    got = drain(cached)
+    assert [b["key"] for b in got] == [b["key"] for b in ref] and len(got) == 3
+    assert all(torch.equal(a["video"], b["video"]) for a, b in zip(got, ref))
+    # epochs 2 and 3 are served from the cache: 3 clips x 2; the first epoch decodes every clip
+    assert cached.stats() == {"samples": 9, "decode/cache_hits": 6} and "decode/cache_hits" not in plain.stats()
+    one_clip = 4 * 32 * 32 * 3 / 2**20  # the decoded clip's bytes, before the resize to 16x16
+    capped = make_loader(cfg_for(tmp_path / "shards", decode_cache_mb=1.5 * one_clip, **kw))
+    drain(capped)
+    assert capped.stats()["decode/cache_hits"] == 2  # full after the first clip: it keeps that one
+
+
+def test_decode_cache_size_must_not_be_negative(tmp_path):
+    with pytest.raises(ValueError, match="decode_cache_mb"):
+        cfg_for(tmp_path, decode_cache_mb=-1)
