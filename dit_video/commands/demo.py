@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     from ..data.codec import PIX_FMTS
 
@@ -85,7 +86,8 @@ def continuation(pipe, size: int, num_frames: int, k: int, sample_cfg, seed: int
     out: dict = {"captions": caps}
     for case, prompts, scale in (("no_caption", [""] * n, 1.0), ("contradicting", contra, sample_cfg.guidance_scale)):
         v = pipe.generate(prompts, steps=sample_cfg.steps, sampler=sample_cfg.sampler, guidance_scale=scale,
-                          seed=seed, cond_video=given[:, :, :k], cond_frames=k)
+                          seed=seed, cond_video=given[:, :, :k], cond_frames=k,
+                          guidance_interval=tuple(sample_cfg.guidance_interval))
         clips = [to_uint8_frames(x) for x in v]
         kw = dict(background=DEMO_BACKGROUND, min_shift=0.25 * size)
         given_way = [check_clip(f, c, **kw) for f, c in zip(clips, caps)]
@@ -159,7 +161,7 @@ def run(args: argparse.Namespace) -> int:
     s = cfg.sample
     prompts = demo_captions()  # every caption of the clips, whatever the recipe's periodic-sample prompts
     videos = pipe.generate(prompts, steps=s.steps, sampler=s.sampler, guidance_scale=s.guidance_scale,
-                           seed=args.seed)
+                           seed=args.seed, guidance_interval=tuple(s.guidance_interval))
     samples = out / "samples"
     scale = max(1, 128 // size)
     for i, (v, prompt) in enumerate(zip(videos, prompts)):

@@ -19,6 +19,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--guidance", type=float, default=None, help="classifier-free guidance scale (1: off; default: "
                                                                 "the recipe's sample.guidance_scale)")
     p.add_argument("--cfg", dest="guidance", type=float, help=argparse.SUPPRESS)  # the old name, kept working
+    p.add_argument("--guidance-interval", type=float, nargs=2, default=None, metavar=("LO", "HI"),
+                   help="guide only at noise levels in [LO, HI] (flow u; default: the recipe's "
+                        "sample.guidance_interval)")
     p.add_argument("--sampler", default=None, help="euler, heun, ddim, dpmpp_2m (default: the objective's)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--fps", type=int, default=None)
@@ -62,7 +65,8 @@ def run(args: argparse.Namespace) -> int:
                            steps=s.steps if args.steps is None else args.steps,
                            sampler=args.sampler or s.sampler,
                            guidance_scale=s.guidance_scale if args.guidance is None else args.guidance, seed=args.seed,
-                           cond_video=cond, cond_frames=args.cond_frames, progress=True)
+                           cond_video=cond, cond_frames=args.cond_frames, progress=True,
+                           guidance_interval=tuple(args.guidance_interval or s.guidance_interval))
     out = Path(args.out)
     scale = args.scale or max(1, 128 // max(videos.shape[-2:]))
     for i, v in enumerate(videos):

@@ -32,13 +32,15 @@ def sample(diffusion: Diffusion, model_fn: ModelFn, shape, *, sampler: str | Non
            generator: torch.Generator | None = None, cond_video: torch.Tensor | None = None, cond_frames: int = 0,
            guidance_scale: float = 1.0, uncond_model_fn: ModelFn | None = None, progress: bool = False,
            device: torch.device | str | None = None, dtype: torch.dtype | None = None,
-           noise: torch.Tensor | None = None) -> torch.Tensor:
+           noise: torch.Tensor | None = None, guidance_interval: tuple[float, float] | None = None) -> torch.Tensor:
     """Draw samples of ``shape`` [B, C, T, H, W].
 
     - ``sampler``: a name in ``SAMPLERS`` valid for the objective (None: ``euler`` for flow,
       ``ddim`` for eps/v); ``ValueError`` for an unknown name or a sampler/objective mismatch.
     - ``guidance_scale`` s != 1 needs ``uncond_model_fn``: ``pred = uncond + s (cond - uncond)``;
-      at s == 1 only ``model_fn`` runs and its prediction is used as is.
+      at s == 1 only ``model_fn`` runs and its prediction is used as is. ``guidance_interval`` (lo, hi):
+      guide only at noise levels ``t / num_train_timesteps`` in [lo, hi] (flow: ``u``), elsewhere one
+      conditional call (Kynkaanniemi et al. 2024, "Applying guidance in a limited interval"); None: everywhere.
     - ``cond_video`` [B or 1, C, k', H, W]: its first ``cond_frames`` frames (all k' when 0) are
       the output's first frames, exactly; the model gets ``cond_mask`` [B, T] (True on them).
     - ``device``: default ``cond_video``'s, else the generator's, else CPU (pass the model's device
@@ -50,6 +52,11 @@ def sample(diffusion: Diffusion, model_fn: ModelFn, shape, *, sampler: str | Non
         raise ValueError(f"shape must be [B, C, T, H, W], got {tuple(shape)}")
     if guidance_scale != 1.0 and uncond_model_fn is None:
         raise ValueError(f"guidance_scale={guidance_scale} needs uncond_model_fn (the unconditional model)")
+    if guidance_interval is not None:
+        lo, hi = (float(v) for v in guidance_interval)
+        if not 0.0 <= lo <= hi <= 1.0:
+            raise ValueError(f"guidance_interval must be (lo, hi) with 0 <= lo <= hi <= 1 (noise levels), "
+                             f"got {tuple(guidance_interval)}")
     b, c, t_len, h, w = shape
     dev = _device(device, cond_video, generator)
     if dtype is None:
@@ -74,12 +81,14 @@ def sample(diffusion: Diffusion, model_fn: ModelFn, shape, *, sampler: str | Non
     frame_mask = None if cond_mask is None else cond_mask[:, None, :, None, None]
 
     predict = guided(model_fn, uncond_model_fn, guidance_scale)
+    n_train = diffusion.num_train_timesteps
 
     def denoise(x: torch.Tensor, t: float) -> tuple[torch.Tensor, torch.Tensor]:
         if frame_mask is not None:
             x = torch.where(frame_mask, cond_full, x)
         tt = torch.full((b,), t, device=dev, dtype=torch.float32)
-        pred = predict(x, tt, cond_mask=cond_mask)
+        inside = guidance_interval is None or lo <= float(t) / n_train <= hi
+        pred = (predict if inside else model_fn)(x, tt, cond_mask=cond_mask)
         return diffusion.x0_eps(x, tt, pred)
 
     x = randn(shape, generator, dev, dtype) if noise is None else noise.to(device=dev, dtype=dtype)

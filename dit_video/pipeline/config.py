@@ -62,6 +62,9 @@ class SampleConfig:
     sampler: str | None = None  # None: the objective's default (euler for flow, ddim for eps/v)
     steps: int = 20
     guidance_scale: float = 1.0
+    # the noise levels (flow u; DDPM t / num_train_timesteps) where guidance applies; elsewhere one conditional
+    # call. [0, 1]: everywhere. The CPU demo guides u >= 0.3 only (see configs/train/demo.yaml)
+    guidance_interval: list[float] = field(default_factory=lambda: [0.0, 1.0])
     seed: int = 0
     fps: int = 8
     eval: bool = False  # score the periodic samples with dit_video.eval and log the figures
@@ -92,6 +95,9 @@ class PipelineConfig:
             raise ValueError(f"sample.steps must be >= 1, got {s.steps}")
         if s.every < 0 or s.fps < 1:
             raise ValueError(f"sample.every must be >= 0 and sample.fps >= 1, got {s.every} and {s.fps}")
+        gi = list(s.guidance_interval)
+        if len(gi) != 2 or not 0.0 <= gi[0] <= gi[1] <= 1.0:
+            raise ValueError(f"sample.guidance_interval must be [lo, hi] with 0 <= lo <= hi <= 1, got {gi}")
         return self
 
 

@@ -54,11 +54,13 @@ class SamplingPipeline:
     def generate(self, prompts: list[str] | None = None, labels: list[int] | None = None, *,
                  num_frames: int | None = None, steps: int = 20, sampler: str | None = None,
                  guidance_scale: float = 1.0, seed: int = 0, cond_video: torch.Tensor | None = None,
-                 cond_frames: int = 0, progress: bool = False) -> torch.Tensor:
+                 cond_frames: int = 0, progress: bool = False,
+                 guidance_interval: tuple[float, float] | None = None) -> torch.Tensor:
         """Pixel-space clips [B, C, T, H, W] in [-1, 1], one per prompt/label (one for an unconditional model).
 
         ``cond_video`` [1 or B, C, k, H, W] in pixel space: continuation, its first ``cond_frames``
-        frames are kept (exactly, in latent space).
+        frames are kept (exactly, in latent space). ``guidance_interval`` (lo, hi): guide only at noise levels in
+        it (:func:`dit_video.diffusion.sampling.sample`; recipes: ``sample.guidance_interval``).
         """
         if steps < 1:
             raise ValueError(f"sampling steps must be >= 1, got {steps}")
@@ -82,7 +84,7 @@ class SamplingPipeline:
         x = self.diffusion.sample(model_fn, shape, sampler=sampler, steps=steps, generator=g,
                                   cond_video=latents_cond, cond_frames=cond_frames, guidance_scale=guidance_scale,
                                   uncond_model_fn=uncond_fn if guidance_scale != 1.0 else None, progress=progress,
-                                  device=self.device)
+                                  device=self.device, guidance_interval=guidance_interval)
         return self.vae.decode(x).clamp(-1, 1)
 
     def x0_at_noise(self, prompts: list[str] | None = None, labels: list[int] | None = None, *,

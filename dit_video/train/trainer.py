@@ -512,7 +512,8 @@ class Trainer:
         s = self.cfg.sample
         prompts, labels = self.conditioner.prompts_or_labels(list(s.prompts))
         videos = self.sampling_pipeline().generate(prompts, labels, steps=s.steps, sampler=s.sampler,
-                                                   guidance_scale=s.guidance_scale, seed=s.seed)
+                                                   guidance_scale=s.guidance_scale, seed=s.seed,
+                                                   guidance_interval=tuple(s.guidance_interval))
         out = self.out_dir / "samples"
         paths: list[Path] = []
         scale = max(1, 128 // max(videos.shape[-2:]))

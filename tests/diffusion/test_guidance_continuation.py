@@ -56,6 +56,36 @@ def test_cfg_equals_combined_model():
     torch.testing.assert_close(a, b, rtol=0, atol=1e-6)
 
 
+@pytest.mark.parametrize("objective,sampler", [("flow", "heun"), ("eps", "ddim")])
+def test_guidance_interval_guides_only_the_noise_levels_in_it(objective, sampler):
+    d = build_diffusion(DiffusionConfig(objective=objective))
+    n = d.num_train_timesteps
+    g = lambda: torch.Generator().manual_seed(2)
+    kw = dict(sampler=sampler, steps=6, guidance_scale=3.0)
+    cond, uncond = Recorder(0.3), Recorder(-0.5)
+    everywhere = d.sample(cond, SHAPE, generator=g(), uncond_model_fn=uncond, **kw)
+    levels = [float(t[0]) / n for _, t, _ in cond.calls]
+    assert torch.equal(d.sample(cond, SHAPE, generator=g(), uncond_model_fn=uncond, guidance_interval=(0.0, 1.0),
+                                **kw), everywhere)
+    cut = sorted(levels)[len(levels) // 2]  # guide the upper half of the levels the sampler visits
+    cond, uncond = Recorder(0.3), Recorder(-0.5)
+    half = d.sample(cond, SHAPE, generator=g(), uncond_model_fn=uncond, guidance_interval=(cut, 1.0), **kw)
+    assert sorted(float(t[0]) / n for _, t, _ in uncond.calls) == sorted(v for v in levels if v >= cut)
+    assert 0 < len(uncond.calls) < len(cond.calls)
+    # what it equals: a model that is guided above the cut and conditional below it
+    c2, u2 = Recorder(0.3), Recorder(-0.5)
+
+    def by_level(x, t, cond_mask=None):
+        c = c2(x, t, cond_mask)
+        return cfg_combine(c, u2(x, t, cond_mask), 3.0) if float(t[0]) / n >= cut else c
+
+    ref = d.sample(by_level, SHAPE, sampler=sampler, steps=6, generator=g())
+    torch.testing.assert_close(half, ref, rtol=0, atol=0)
+    assert not torch.equal(half, everywhere)
+    with pytest.raises(ValueError, match="guidance_interval"):
+        d.sample(cond, SHAPE, generator=g(), uncond_model_fn=uncond, guidance_interval=(0.6, 0.2), **kw)
+
+
 def test_guidance_without_uncond_is_an_error():
     d = build_diffusion(DiffusionConfig())
     with pytest.raises(ValueError, match="needs uncond_model_fn"):

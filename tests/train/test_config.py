@@ -57,6 +57,8 @@ def test_inconsistent_recipes_are_clear_errors():
         load_train_config(DEMO, ["data.num_frames=4"])
     with pytest.raises(ValueError, match="unknown preset"):
         load_train_config(DEMO, ["model.preset=huge"])
+    with pytest.raises(ValueError, match="sample.guidance_interval"):
+        load_train_config(DEMO, ["sample.guidance_interval=[0.8,0.2]"])
     with pytest.raises(FileNotFoundError, match="nope.yaml"):
         load_train_config("nope.yaml")
 
