@@ -81,7 +81,8 @@ class DataConfig:
     epochs: int | None = None  # None: stream forever (epochs advance automatically); N: stop after N epochs
     decode_threads: int = 1  # decoder threads per worker
     # decoded clips kept per worker (MB; 0: off), keyed by the video bytes' hash and the cut: a clip seen again
-    # with the same cut (fixed start, no crop draw that changes the decode) is not decoded again. It fills up
+    # with the same cut is not decoded again (random_start and bucket draws change the cut, so they miss; the
+    # crop is applied after decoding, so random_crop still hits). It fills up
     # to the cap and keeps what it holds (a stream that cycles epochs over more than fits would evict every
     # entry before its reuse under LRU). For small datasets over many epochs (the CPU demo: 1024 clips, ~40
     # epochs); counted as decode/cache_hits.
