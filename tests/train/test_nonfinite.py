@@ -47,8 +47,14 @@ def same(a: dict, b: dict) -> bool:
     def eq(x, y):
         return torch.equal(x, y) if isinstance(x, torch.Tensor) else x == y or (x != x and y != y)
 
-    return all(a[k].keys() == b[k].keys() and all(eq(a[k][j], b[k][j]) for j in a[k])
+    return all(a[k].keys() == b[k].keys() and all(eq(a[k][j], b[k][j]) for j in a[k] if j not in ATTEMPTS)
                for k in ("params", "optim", "ema")) and a["lr"] == b["lr"] and a["step"] == b["step"]
+
+
+# bf16 without ZeRO runs DeepSpeed's FP16_UnfusedOptimizer: its loss scaler counts attempted steps (``cur_iter``,
+# the window of a dynamic fp16 loss scale; bf16's scale is static) whether or not they were applied. It touches
+# no weight, moment or LR, so it is the one entry a skipped step may change; the scale itself is still compared.
+ATTEMPTS = {".cur_iter"}
 
 
 def _trainer(shards, out, *extra):
@@ -67,7 +73,7 @@ def _nan_video(batch):
     return bad
 
 
-@pytest.mark.parametrize("precision,stage", [("fp32", 2), ("bf16", 2), ("fp32", 0), ("fp32", 3)])
+@pytest.mark.parametrize("precision,stage", [("fp32", 2), ("bf16", 2), ("fp32", 0), ("bf16", 0), ("fp32", 3)])
 @pytest.mark.parametrize("where", ["data", "gradient"])
 def test_a_nonfinite_step_changes_nothing(tmp_path, shards, precision, stage, where):
     trainer, batches = _trainer(shards, tmp_path, f"train.precision={precision}", f"train.zero_stage={stage}",

@@ -34,6 +34,23 @@ def test_ema_is_fp32_and_follows_the_weights():
     assert EMA(m, 0.999, warmup=True).current_decay(0) == pytest.approx(0.1)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_ema_update_equals_a_per_tensor_lerp_bit_for_bit(dtype):
+    torch.manual_seed(0)
+    m = torch.nn.Sequential(torch.nn.Linear(5, 7), torch.nn.LayerNorm(7), torch.nn.Linear(7, 3)).to(dtype)
+    ema = EMA(m, decay=0.99, warmup=True)
+    ref = [p.detach().float().clone() for p in m.parameters()]
+    for step in range(1, 4):
+        with torch.no_grad():
+            for p in m.parameters():
+                p.add_(torch.randn_like(p))
+        ema.update(m, step)
+        for r, p in zip(ref, m.parameters()):
+            r.lerp_(p.detach().float(), 1.0 - ema.current_decay(step))
+    for r, s in zip(ref, ema.shadow.parameters()):
+        assert torch.equal(r, s)
+
+
 def test_rng_state_roundtrip_through_weights_only_load(tmp_path):
     g = torch.Generator().manual_seed(3)
     state = rng_state({"noise": g})
