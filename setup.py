@@ -1,4 +1,4 @@
-"""Packaging: maps the top-level kernels/ directory to `dit_video.kernels`.
+"""Packaging: the `dit_video` package (its kernels live in dit_video/kernels/) and its optional extension.
 
 The optional compiled extension `dit_video._C` (csrc/) is built only when asked for:
 
@@ -12,7 +12,7 @@ The optional compiled extension `dit_video._C` (csrc/) is built only when asked 
 The CPU kernels are compiled for the build machine's vector ISA (torch's CPU capability: AVX512,
 AVX2 or DEFAULT; override with DIT_VIDEO_CPU_CAPABILITY). DIT_VIDEO_PTXAS_VERBOSE=1 prints ptxas's
 register/spill report per kernel (csrc/ci_build.sh). Without a prebuilt module, the first use of
-the cpu backend JIT-builds the CPU sources instead (kernels/csrc_ops.py, `dit-video build-ext`).
+the cpu backend JIT-builds the CPU sources instead (dit_video/kernels/csrc_ops.py, `dit-video build-ext`).
 """
 import os
 import shutil
@@ -20,8 +20,7 @@ from pathlib import Path
 
 from setuptools import find_packages, setup
 
-packages = find_packages(include=["dit_video", "dit_video.*"]) + ["dit_video.kernels"]
-package_dir = {"dit_video.kernels": "kernels"}
+packages = find_packages(include=["dit_video", "dit_video.*"])
 
 CPU_SOURCES = ["csrc/bindings.cpp", "csrc/cpu/temporal_attention.cpp", "csrc/cpu/attention_bf16.cpp",
                "csrc/cpu/adaln.cpp", "csrc/cpu/gelu.cpp"]
@@ -29,7 +28,7 @@ CUDA_SOURCES = ["csrc/cuda/temporal_attention.cu", "csrc/cuda/adaln.cu"]
 
 
 def cpu_capability_flags(cap: str) -> list[str]:
-    """Flags selecting ATen's Vectorized<T> implementation (same list in kernels/csrc_ops.py)."""
+    """Flags selecting ATen's Vectorized<T> implementation (same list in dit_video/kernels/csrc_ops.py)."""
     if cap.startswith("AVX512"):
         return ["-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512dq", "-mfma", "-mf16c",
                 "-DCPU_CAPABILITY=AVX512", "-DCPU_CAPABILITY_AVX512"]
@@ -98,4 +97,4 @@ def extension_kwargs() -> dict:
     return {"ext_modules": [ext], "cmdclass": {"build_ext": cpp_extension.BuildExtension}}
 
 
-setup(packages=packages, package_dir=package_dir, **extension_kwargs())
+setup(packages=packages, **extension_kwargs())

@@ -4,7 +4,7 @@ Candidates, per op:
 
 - ``torch``: the public op forced to the reference backend (eager PyTorch) -- the baseline of ratios.
 - ``auto``: the public op as the model calls it (``backend="auto"``): whichever implementation the dispatcher
-  measured fastest for this layout here (``kernels/autotune.py``); the row names it (``auto_chose``).
+  measured fastest for this layout here (``dit_video/kernels/autotune.py``); the row names it (``auto_chose``).
 - ``compile``: ``torch.compile`` of the same reference function.
 - ``sdpa`` (attention only): ``F.scaled_dot_product_attention`` the way a user writes it around
   token-layout tensors: ``permute(...).contiguous()`` of q, k, v to heads-first, SDPA, and o copied

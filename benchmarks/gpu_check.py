@@ -8,7 +8,7 @@ leaves every finished step's figures. The whole check fits in :data:`TOTAL_BUDGE
 1. ``env``: ``nvidia-smi``, torch / CUDA / Triton / flash-attn versions, the device's name and capability.
 2. ``device-tests``: the test suite's CUDA-device tests (``tests/kernels``, ``tests/csrc``: every CUDA,
    Triton and flash-attn implementation on the device against the torch reference with the 2x rule of
-   ``kernels/numerics.py``, fp32 and bf16, gradients included; model-sized cases on CUDA).
+   ``dit_video/kernels/numerics.py``, fp32 and bf16, gradients included; model-sized cases on CUDA).
 3. ``kernels-bf16`` / ``kernels-fp16``: the kernel benchmarks at S/2 ... XL/2 shapes against SDPA (and
    flash-attn when installed): time, TFLOP/s, fraction of the roofline floor.
 4. ``e2e-bf16``: the fwd+bwd step of VideoDiT vs diffusers' Latte, tokens/s, peak memory, x the floor.

@@ -14,7 +14,7 @@
 // The csrc_ prefix keeps these apart from the Triton backend's Python custom ops in the same
 // namespace (dit_video::gated_residual_adaln, ...): both backends load in one process.
 //
-// Autograd and fake (meta) implementations are registered from Python (kernels/csrc_ops.py).
+// Autograd and fake (meta) implementations are registered from Python (dit_video/kernels/csrc_ops.py).
 #include <Python.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
@@ -69,7 +69,7 @@ Tensor advise_huge(Tensor t) {
 }
 
 // Dense tensor whose dims are laid out in the order of ref's strides (largest outermost); the same
-// rule as kernels/layout.py:empty_in_layout_of, so fake and real outputs agree.
+// rule as dit_video/kernels/layout.py:empty_in_layout_of, so fake and real outputs agree.
 Tensor empty_in_layout_of(const Tensor& ref) {
   const int64_t nd = ref.dim();
   std::vector<int64_t> order(nd);

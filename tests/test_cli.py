@@ -53,7 +53,7 @@ def test_console_script_runs():
 # Who may import whom (docs/design.md): lower layers never import upper ones. dit_video/errors.py (one base
 # class, no imports) may be imported by any layer but kernels.
 LAYERS = {
-    "kernels": set(),  # kernels import nothing from dit_video (dit_video._C and dit_video.kernels excepted)
+    "dit_video/kernels": set(),  # kernels import nothing from dit_video (dit_video._C and dit_video.kernels excepted)
     "dit_video/config.py": set(),
     "dit_video/models": {"dit_video.kernels", "dit_video.config", "dit_video.models"},
     "dit_video/diffusion": {"dit_video.diffusion", "dit_video.config"},
@@ -75,8 +75,7 @@ LAYERS = {
 def _imports(path: Path) -> set[str]:
     tree = ast.parse(path.read_text())
     names = set()
-    pkg = ".".join(path.relative_to(ROOT).with_suffix("").parts[:-1]).replace("kernels", "dit_video.kernels", 1) \
-        if path.relative_to(ROOT).parts[0] == "kernels" else ".".join(path.relative_to(ROOT).with_suffix("").parts[:-1])
+    pkg = ".".join(path.relative_to(ROOT).with_suffix("").parts[:-1])
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             names.update(a.name for a in node.names)
@@ -89,14 +88,25 @@ def _imports(path: Path) -> set[str]:
     return {n for n in names if n.startswith("dit_video") and n != "dit_video.errors"}  # errors.py: a leaf
 
 
+def test_no_top_level_package_shadows_a_dependency():
+    """Run from the checkout (as pytest and `python -m benchmarks` are), the repo root is on sys.path: a top-level
+    source dir there named like an installed package hides it. A top-level kernels/ once hid Hugging Face's
+    `kernels`, which transformers >= 5.25 imports (ImportError: CUDAProperties in every encoder test)."""
+    code = ("import importlib.util as u; s = u.find_spec('kernels'); "
+            "print(s.origin if s and s.origin else list(s.submodule_search_locations) if s else None)")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert str(ROOT / "kernels") not in out.stdout, f"`import kernels` from the repo root finds {out.stdout.strip()}"
+    assert not (ROOT / "kernels").exists(), "no top-level kernels/ dir: the kernels live in dit_video/kernels/"
+
+
 @pytest.mark.parametrize("layer", list(LAYERS))
 def test_no_upward_imports(layer):
     target = ROOT / layer
     files = [target] if target.is_file() else sorted(target.rglob("*.py"))
-    if not files:
-        pytest.skip(f"{layer} not present in this checkout")
-    allowed = LAYERS[layer] | {"dit_video._C", "dit_video.kernels"} if layer == "kernels" else LAYERS[layer]
-    if layer == "kernels":
+    assert files, f"{layer} not found: the layer map above is out of date"
+    allowed = LAYERS[layer] | {"dit_video._C", "dit_video.kernels"} if layer == "dit_video/kernels" else LAYERS[layer]
+    if layer == "dit_video/kernels":
         assert not any("dit_video.errors" in f.read_text() for f in files), "kernels import nothing from dit_video"
     for f in files:
         bad = {n for n in _imports(f) if not any(n == a or n.startswith(a + ".") for a in allowed)}

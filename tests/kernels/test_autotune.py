@@ -1,4 +1,4 @@
-"""auto's measured choice (kernels/autotune.py): the rule, the layout key, the cache shared by processes, and
+"""auto's measured choice (dit_video/kernels/autotune.py): the rule, the layout key, the cache shared by processes, and
 that a measurement leaves the caller's state (global RNG, autograd hooks) untouched."""
 
 import subprocess

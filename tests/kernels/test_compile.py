@@ -1,7 +1,7 @@
 """torch.compile of a whole VideoDiT with the fused ops: no graph breaks, and the compiled step equals eager.
 
 Under Dynamo, dispatch reads each argument's static facts in traced code and decides once, outside the
-trace, on stand-ins (kernels/standin.py); the chosen custom op goes into the graph. These tests check:
+trace, on stand-ins (dit_video/kernels/standin.py); the chosen custom op goes into the graph. These tests check:
 
 - ``torch._dynamo.explain`` counts one graph and zero breaks for the text model (auto and torch backends,
   with and without activation checkpointing, every ``recompute`` mode);
@@ -9,7 +9,7 @@ trace, on stand-ins (kernels/standin.py); the chosen custom op goes into the gra
 - forward output and every parameter gradient of the compiled model meet the numerics rule against an
   fp64 eager run: ``|compiled - fp64| <= 2 |eager fp32 - fp64| + eps * sqrt(n) * scale``. Compilation
   reorders and fuses fp32 arithmetic (Inductor), so bitwise equality is not the contract; twice eager's
-  own error plus the summation-order floor is (kernels/numerics.py). ``aot_eager`` runs fast; the Inductor
+  own error plus the summation-order floor is (dit_video/kernels/numerics.py). ``aot_eager`` runs fast; the Inductor
   run (the real one, ~1 min of C++ compilation on a CPU) is marked slow.
 """
 

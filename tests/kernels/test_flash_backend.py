@@ -1,4 +1,4 @@
-"""The ``flash`` backend's adapter (kernels/flash_backend.py) against a stand-in flash_attn module.
+"""The ``flash`` backend's adapter (dit_video/kernels/flash_backend.py) against a stand-in flash_attn module.
 
 flash-attn itself needs a CUDA GPU and cannot be installed here. The stand-in implements
 ``flash_attn_func`` and ``flash_attn_varlen_func`` with SDPA and enforces what the real functions require

@@ -1,4 +1,4 @@
-"""Fused adaLN (kernels/triton_adaln.py): one output used, opcheck, refusals. Its numerics are in the kernel
+"""Fused adaLN (dit_video/kernels/triton_adaln.py): one output used, opcheck, refusals. Its numerics are in the kernel
 contract suite, tests/kernels/test_contract.py."""
 
 from __future__ import annotations

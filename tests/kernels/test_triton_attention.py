@@ -1,4 +1,4 @@
-"""Triton flash attention (kernels/triton_attention.py): what is specific to it. Its numerics (odd sizes,
+"""Triton flash attention (dit_video/kernels/triton_attention.py): what is specific to it. Its numerics (odd sizes,
 strided views, masks, gradients) are in the kernel contract suite, tests/kernels/test_contract.py."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Helpers shared by the Triton kernels (kernels/triton_common.py): stride folding, NaN poisoning, where
+"""Helpers shared by the Triton kernels (dit_video/kernels/triton_common.py): stride folding, NaN poisoning, where
 they may run. The numerics harness is dit_video.kernels.numerics; the contract suite test_contract.py."""
 
 from __future__ import annotations

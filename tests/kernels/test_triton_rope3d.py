@@ -1,4 +1,4 @@
-"""3D RoPE (kernels/triton_rope3d.py): opcheck and refusals. Its numerics on the strided q/k views are in the
+"""3D RoPE (dit_video/kernels/triton_rope3d.py): opcheck and refusals. Its numerics on the strided q/k views are in the
 kernel contract suite, tests/kernels/test_contract.py."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Packed short-sequence attention (kernels/triton_temporal_attention.py): dispatch and opcheck. Its numerics
+"""Packed short-sequence attention (dit_video/kernels/triton_temporal_attention.py): dispatch and opcheck. Its numerics
 (packing 2+ sequences per tile, block-diagonal masking, partially filled last tiles, masks) are in the
 kernel contract suite, tests/kernels/test_contract.py."""
 

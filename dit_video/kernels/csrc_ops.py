@@ -42,7 +42,7 @@ from .layout import empty_in_layout_of
 
 log = logging.getLogger("dit_video.kernels")
 
-CSRC = Path(__file__).resolve().parent.parent / "csrc"
+CSRC = Path(__file__).resolve().parents[2] / "csrc"
 CPU_SOURCES = ("bindings.cpp", "cpu/temporal_attention.cpp", "cpu/attention_bf16.cpp", "cpu/adaln.cpp", "cpu/gelu.cpp")
 CUDA_SOURCES = ("cuda/temporal_attention.cu", "cuda/adaln.cu")
 
