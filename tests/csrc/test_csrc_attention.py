@@ -3,6 +3,7 @@ numerics (outputs and gradients, odd sizes, fused-QKV views, masks) are in tests
 
 import pytest
 import torch
+from auto_rule import auto_choice
 
 from dit_video.kernels import attention, resolve, use_backend
 
@@ -25,9 +26,9 @@ def test_opcheck(csrc):
                           (torch.randn_like(o), q.detach(), k.detach(), v.detach(), o, lse, mask, 0.35))
 
 
-def test_dispatch_auto_picks_cpu_for_the_temporal_view(csrc):
+def test_dispatch_auto_times_cpu_for_the_temporal_view(csrc):
     q, k, v = temporal(torch.randn(1, 16, 4, 3, 2, 16))
-    assert resolve("attention", "auto", q, k, v).backend == "cpu"
+    auto_choice("attention", q, k, v)  # cpu timed, the choice by the rule (auto_rule.py)
     torch.testing.assert_close(attention(q, k, v, backend="cpu"), attention(q, k, v, backend="torch"))
     check = resolve("attention", "cpu", q, k, v).check
     long = torch.randn(1, 2, csrc.CPU_MAX_LK + 1, 2, 16)
@@ -37,7 +38,7 @@ def test_dispatch_auto_picks_cpu_for_the_temporal_view(csrc):
     assert "broadcast" in check(q[:, :1], k, v)  # q broadcast: no
     assert "broadcast" in check(q, k, v[..., :8])
     kt = torch.randn(1, 1, 16, 2, 16)  # a text key broadcast over S: served
-    assert resolve("attention", "auto", q, kt, kt).backend == "cpu"
+    auto_choice("attention", q, kt, kt)
 
 
 def test_no_copies_of_q_k_v_o_in_a_temporal_block(csrc):
