@@ -138,6 +138,11 @@ class TrainConfig:
                              "take the model's)")
         if self.optim.warmup_steps < 0 or not 0.0 <= self.optim.min_lr_ratio <= 1.0:
             raise ValueError("optim.warmup_steps must be >= 0 and optim.min_lr_ratio in [0, 1]")
+        d = self.diffusion
+        if (d.cond_frames > 0) != (d.cond_prob > 0):  # either alone trains no clip with given frames
+            raise ValueError(f"diffusion.cond_frames={d.cond_frames} with diffusion.cond_prob={d.cond_prob} trains no "
+                             "clip with given frames: set both (e.g. diffusion.cond_frames=4 diffusion.cond_prob=0.25)"
+                             " or neither")
         if self.parallel.sequence_parallel < 1:
             raise ValueError(f"parallel.sequence_parallel must be >= 1, got {self.parallel.sequence_parallel}")
         return self

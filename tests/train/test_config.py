@@ -61,6 +61,10 @@ def test_inconsistent_recipes_are_clear_errors():
         load_train_config(DEMO, ["sample.guidance_interval=[0.8,0.2]"])
     with pytest.raises(FileNotFoundError, match="nope.yaml"):
         load_train_config("nope.yaml")
+    for lone in (["diffusion.cond_frames=4"], ["diffusion.cond_prob=0.25"]):  # alone, each trains nothing
+        with pytest.raises(ValueError, match="trains no clip with given frames: set both"):
+            load_train_config(DEMO, lone)
+    assert load_train_config(DEMO, ["diffusion.cond_frames=4", "diffusion.cond_prob=0.25"]).diffusion.cond_prob == 0.25
 
 
 def test_cli_reports_config_errors_in_one_line(capsys, tmp_path):

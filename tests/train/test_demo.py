@@ -80,5 +80,6 @@ def test_demo_end_to_end_reduced(tmp_path, capsys):
 
 
 def test_demo_refuses_clips_with_no_frame_left_to_generate(tmp_path, capsys):
-    assert main(["demo", "--frames", "4", "--out", str(tmp_path / "d"), *SMALL, "diffusion.cond_frames=4"]) == 2
+    assert main(["demo", "--frames", "4", "--out", str(tmp_path / "d"), *SMALL, "diffusion.cond_frames=4",
+                 "diffusion.cond_prob=0.25"]) == 2
     assert "leave none to generate" in capsys.readouterr().err and not (tmp_path / "d").exists()
