@@ -115,8 +115,17 @@ class Diffusion:
                              c.uniform_share)
         return self.timesteps_from_unit(u)
 
+    def draw_cond_mask(self, global_batch: int, frames: int, generator: torch.Generator | None,
+                       device) -> torch.Tensor | None:
+        """The conditioning mask bool ``[global_batch, frames]`` (None when ``cond_frames == 0``): for a caller
+        that needs to know which clips get given frames before the loss (the trainer's caption dropout)."""
+        c = self.config
+        return conditioning_mask(global_batch, frames, c.cond_frames, c.cond_prob, generator, device) \
+            if c.cond_frames > 0 else None
+
     def training_loss(self, model_fn: ModelFn, x0: torch.Tensor, generator: torch.Generator | None = None,
-                      batch_slice: tuple[int, int] | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+                      batch_slice: tuple[int, int] | None = None,
+                      cond_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, float]]:
         """One diffusion loss on clean latents ``x0`` [B, C, T, H, W].
 
         Draws t (per clip, or per frame with ``per_frame_timesteps``), the noise and the
@@ -130,7 +139,8 @@ class Diffusion:
         ``batch_slice=(global_batch, offset)``: ``x0`` is rows ``offset : offset + B`` of a global batch
         split over data-parallel ranks; t, noise and mask are drawn for the whole global batch (the
         generator is the same on every rank) and sliced, so every clip gets the same randomness
-        whatever the number of ranks (and ranks that share a clip get identical draws).
+        whatever the number of ranks (and ranks that share a clip get identical draws). ``cond_mask``: this
+        rank's rows of a mask from :meth:`draw_cond_mask`, used instead of drawing one here.
         """
         if x0.dim() != 5:
             raise ValueError(f"x0 must be [B, C, T, H, W], got shape {tuple(x0.shape)}")
@@ -143,8 +153,14 @@ class Diffusion:
         rows = slice(lo, lo + b)
         t = self.sample_timesteps((gb, nt) if c.per_frame_timesteps else (gb,), generator, dev)[rows]
         noise = randn((gb, *x0.shape[1:]), generator, dev, x0.dtype)[rows]
-        mask = conditioning_mask(gb, nt, c.cond_frames, c.cond_prob, generator, dev)[rows] if c.cond_frames > 0 \
-            else None
+        if cond_mask is not None:
+            if cond_mask.shape != (b, nt) or c.cond_frames == 0:
+                raise ValueError(f"cond_mask must be [B={b}, T={nt}] from draw_cond_mask (cond_frames > 0), got "
+                                 f"{tuple(cond_mask.shape)} with cond_frames={c.cond_frames}")
+            mask = cond_mask.to(dev)
+        else:
+            mask = self.draw_cond_mask(gb, nt, generator, dev)
+            mask = None if mask is None else mask[rows]
 
         x_t = self.add_noise(x0, noise, t)
         if mask is not None:

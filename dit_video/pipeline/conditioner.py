@@ -150,16 +150,24 @@ class Conditioner:
 
     # ------------------------------------------------------------------ model kwargs
     def dropout(self, batch: int, p: float, generator: torch.Generator | None,
-                batch_slice: tuple[int, int] | None = None) -> torch.Tensor | None:
+                batch_slice: tuple[int, int] | None = None, given: torch.Tensor | None = None,
+                p_given: float | None = None) -> torch.Tensor | None:
         """bool [batch]: which samples get the null condition (classifier-free guidance training), or None.
 
         ``batch_slice=(global_batch, offset)``: drawn for the global batch and sliced (see
         ``Diffusion.training_loss``), so a clip's dropout does not depend on the number of ranks.
+        ``given`` bool [global_batch]: the clips trained with given frames, which drop with ``p_given``
+        (``DiffusionConfig.cond_cfg_dropout``) instead of ``p``.
         """
-        if p <= 0 or self.kind == "none":
-            return None
         gb, lo = (batch, 0) if batch_slice is None else batch_slice
-        return (torch.rand(gb, generator=generator)[lo:lo + batch] < p).to(self.device)
+        per_clip = torch.full((gb,), float(p))
+        if given is not None and p_given is not None:
+            if given.shape != (gb,):
+                raise ValueError(f"given must be bool [{gb}] (the global batch), got {tuple(given.shape)}")
+            per_clip = torch.where(given.cpu(), float(p_given), per_clip)
+        if not bool((per_clip > 0).any()) or self.kind == "none":
+            return None
+        return (torch.rand(gb, generator=generator) < per_clip)[lo:lo + batch].to(self.device)
 
     def training_kwargs(self, captions: list[str], drop: torch.Tensor | None = None,
                         text: torch.Tensor | None = None, text_mask: torch.Tensor | None = None) -> dict[str, Any]:

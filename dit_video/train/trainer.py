@@ -314,14 +314,19 @@ class Trainer:
                 x0 = self.vae.encode(video).float()
         b = x0.shape[0]
         rows = (b * self.layout.dp_size, b * self.layout.dp_rank)  # this rank's rows of the global batch
-        drop = c.dropout(b, self.cfg.diffusion.cfg_dropout, self.generators["dropout"], batch_slice=rows)
+        dc = self.cfg.diffusion
+        # which clips get given frames is drawn first, so their caption can drop at its own rate
+        cond = self.diffusion.draw_cond_mask(rows[0], x0.shape[2], self.generators["dropout"], self.device)
+        drop = c.dropout(b, dc.cfg_dropout, self.generators["dropout"], batch_slice=rows,
+                         given=None if cond is None else cond.any(1), p_given=dc.cond_cfg_dropout)
         kw = c.training_kwargs(list(batch["caption"]), drop, **pre)
         engine, dtype = self.engine, self.dtype
 
         def model_fn(x_t, t, cond_mask=None):
             return engine(x_t.to(dtype), t, cond_mask=cond_mask, **kw).float()
 
-        loss, logs = self.diffusion.training_loss(model_fn, x0, generator=self.generators["noise"], batch_slice=rows)
+        loss, logs = self.diffusion.training_loss(model_fn, x0, generator=self.generators["noise"], batch_slice=rows,
+                                                  cond_mask=None if cond is None else cond[rows[1]:rows[1] + b])
         # sequence parallel: each of the N ranks holds a share of the clip's gradient and DeepSpeed averages over
         # all dp*N ranks; scaling by N makes that the mean over data-parallel groups of each clip's full gradient
         scaled = self.guard.checked(loss)

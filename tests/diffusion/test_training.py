@@ -124,6 +124,38 @@ def test_cond_prob_is_a_per_clip_probability():
         d2.training_loss(spy, torch.randn(2, 1, 3, 1, 1))
 
 
+def test_a_mask_drawn_first_is_the_one_the_loss_uses():
+    """The trainer draws the mask before the loss (its caption dropout depends on it): the loss uses those rows
+    exactly, draws no mask of its own, and the draw is the one the loss would make from the same generator."""
+    d = build_diffusion(DiffusionConfig(cond_frames=2, cond_prob=0.5))
+    full = d.draw_cond_mask(8, T, torch.Generator().manual_seed(3), "cpu")
+    assert full.shape == (8, T) and full[:, 2:].sum() == 0 and 0 < int(full[:, 0].sum()) < 8
+    spy = Spy()
+    x0 = torch.randn(4, C, T, H, W)
+    d.training_loss(spy, x0, generator=torch.Generator().manual_seed(1), batch_slice=(8, 4), cond_mask=full[4:])
+    assert torch.equal(spy.seen[0][2], full[4:])
+    with pytest.raises(ValueError, match="cond_mask must be"):
+        d.training_loss(spy, x0, cond_mask=full)
+    assert build_diffusion(DiffusionConfig()).draw_cond_mask(8, T, None, "cpu") is None
+
+
+def test_clips_with_given_frames_drop_their_caption_at_their_own_rate():
+    from dit_video.pipeline import ConditionConfig, Conditioner
+
+    mcfg = VideoDiTConfig(conditioning="text", caption_channels=32)
+    c = Conditioner(mcfg, ConditionConfig(text_encoder="tiny", tiny_dim=32, tiny_layers=0, max_length=8))
+    given = torch.arange(4000) % 2 == 0
+    drop = c.dropout(1000, 0.1, torch.Generator().manual_seed(0), batch_slice=(4000, 2000), given=given, p_given=0.6)
+    g = given[2000:3000]
+    assert 0.54 < float(drop[g].float().mean()) < 0.66 and 0.07 < float(drop[~g].float().mean()) < 0.13
+    # without p_given the draw is the plain one, bit for bit
+    plain = c.dropout(1000, 0.1, torch.Generator().manual_seed(0), batch_slice=(4000, 2000))
+    assert torch.equal(plain, c.dropout(1000, 0.1, torch.Generator().manual_seed(0), batch_slice=(4000, 2000),
+                                        given=given, p_given=None))
+    assert torch.equal(plain, torch.rand(4000, generator=torch.Generator().manual_seed(0))[2000:3000] < 0.1)
+    assert c.dropout(8, 0.0, None, given=torch.zeros(8, dtype=torch.bool), p_given=0.5) is None
+
+
 @pytest.mark.parametrize("objective", ["flow", "eps", "v"])
 def test_min_snr_weight_is_x0_space_min_snr(objective):
     """w(t) |pred - target|^2 == min(SNR, gamma) |x0_hat - x0|^2 for any prediction."""

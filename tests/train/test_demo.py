@@ -22,7 +22,8 @@ def _frames(path) -> list[np.ndarray]:
 def test_demo_end_to_end_reduced(tmp_path, capsys):
     out = tmp_path / "demo"
     assert main(["demo", "--steps", "3", "--clips", "16", "--size", "16", "--frames", "4", "--out", str(out),
-                 *SMALL, "diffusion.cond_frames=2", "diffusion.cond_prob=0.5"]) == 0
+                 *SMALL, "diffusion.cond_frames=2", "diffusion.cond_prob=0.5",
+                 "diffusion.cond_cfg_dropout=0.5"]) == 0
     assert "filmstrip.png" in capsys.readouterr().out
     from dit_video.data.synthetic import demo_captions
 
