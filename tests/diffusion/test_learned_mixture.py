@@ -1,5 +1,6 @@
 """End to end in 1-D: a small network trained with ``training_loss`` and sampled with ``sample`` recovers
-the Gaussian mixture (flow objective, logit-normal density of mean 0). Ties the loss, the timestep scale and the sampler."""
+the Gaussian mixture (flow objective, logit-normal density of mean 0). Ties the loss, the timestep scale and the
+sampler."""
 
 from __future__ import annotations
 

@@ -87,7 +87,8 @@ def test_defaults_carry_the_captions_motion_at_pure_noise():
     want, got = _data_shifts(), _train()
     for cap in CAPTIONS:
         assert want[cap] > 3.0, want  # the data's mean moves (a check of the data, not the model)
-        assert got[cap] >= 0.5 * want[cap], f"{cap!r}: x0 prediction at u = 1 moves {got[cap]:+.2f} px, data {want[cap]:+.2f}"
+        assert got[cap] >= 0.5 * want[cap], \
+            f"{cap!r}: x0 prediction at u = 1 moves {got[cap]:+.2f} px, data {want[cap]:+.2f}"
 
 
 @pytest.mark.slow

@@ -43,7 +43,8 @@ CASES = [  # (config, sampler, steps, KS tolerance)
 
 
 @pytest.mark.parametrize("cfg,sampler,steps,tol", CASES,
-                         ids=[f"{c.objective}-{c.prediction}-{c.schedule}-shift{c.shift}-{s}-{n}" for c, s, n, _ in CASES])
+                         ids=[f"{c.objective}-{c.prediction}-{c.schedule}-shift{c.shift}-{s}-{n}"
+                              for c, s, n, _ in CASES])
 def test_sampler_recovers_mixture(cfg, sampler, steps, tol):
     x = run(cfg, sampler, steps)
     assert torch.isfinite(x).all()

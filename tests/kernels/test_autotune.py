@@ -135,7 +135,8 @@ _RANK = textwrap.dedent("""
     def slow(*a, **k):
         time.sleep(0.01)
         return attention_ref(*a, **k)
-    impls = [Impl("attention", "cpu", slow, dispatch._always), Impl("attention", "torch", attention_ref, dispatch._always)]
+    impls = [Impl("attention", "cpu", slow, dispatch._always),
+             Impl("attention", "torch", attention_ref, dispatch._always)]
     q = torch.randn(2, 8, 2, 8)
     print(autotune.choose("attention", impls, [q, q, q], {}).backend)
 """)

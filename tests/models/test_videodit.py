@@ -293,13 +293,15 @@ def test_recompute_modes_match_none_and_hold_less():
         loss.backward()
         grads = {n: p.grad.clone() for n, p in m.named_parameters()}
         m.zero_grad(set_to_none=True)
-        held = held_bytes(lambda: (m(x, t, **kw) ** 2).mean(), lambda loss: loss.backward())["held_bytes"]
+        held = held_bytes(lambda m=m, x=x, t=t, kw=kw: (m(x, t, **kw) ** 2).mean(),
+                          lambda loss: loss.backward())["held_bytes"]
         results[mode] = (loss.detach(), grads, held)
     ref_loss, ref_grads, ref_held = results["none"]
     for mode in ("mlp", "norms", "block"):
         loss, grads, held = results[mode]
         torch.testing.assert_close(loss, ref_loss, rtol=1e-5, atol=1e-6)
         for n, g in grads.items():
-            torch.testing.assert_close(g, ref_grads[n], rtol=1e-4, atol=1e-6, msg=lambda s, n=n, mode=mode: f"{mode} {n}: {s}")
+            torch.testing.assert_close(g, ref_grads[n], rtol=1e-4, atol=1e-6,
+                                       msg=lambda s, n=n, mode=mode: f"{mode} {n}: {s}")
     assert ref_held > results["mlp"][2] > results["norms"][2] > results["block"][2], \
         {k: v[2] for k, v in results.items()}

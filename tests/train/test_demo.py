@@ -38,7 +38,7 @@ def test_demo_end_to_end_reduced(tmp_path, capsys):
     assert Image.open(out / "loss.png").size[0] > 100
     summary = (out / "summary.txt").read_text()
     n = len(captions)
-    assert "steps 3\n" in summary and f"one_shape " in summary and f"ok " in summary and f"/{n}\n" in summary
+    assert "steps 3\n" in summary and "one_shape " in summary and "ok " in summary and f"/{n}\n" in summary
     assert "high_noise_probe " in summary
     for key in ("continuation_no_caption", "continuation_no_caption_all_checks",
                 "continuation_contradicting_caption_continues",

@@ -1,4 +1,5 @@
-"""``train.precision: auto``: bf16 only where its GEMM is measured faster; recorded, kept on resume, one choice for all ranks."""
+"""``train.precision: auto``: bf16 only where its GEMM is measured faster; recorded, kept on resume, one choice for
+all ranks."""
 
 from __future__ import annotations
 
