@@ -98,6 +98,36 @@ def continuation(pipe, size: int, num_frames: int, k: int, sample_cfg, seed: int
     return out
 
 
+def seam_jump(clip: np.ndarray, boundaries: list[int]) -> float:
+    """How much larger the frame-to-frame change is where a window starts (frame ``b`` of ``boundaries``)
+    than elsewhere: mean over the boundaries of mean|f[b] - f[b-1]| / the median of the other consecutive
+    pairs' (1: no seam)."""
+    d = np.abs(np.diff(clip.astype(np.float32), axis=0)).mean(axis=(1, 2, 3))  # [T-1]: pair (i, i+1)
+    at = [b - 1 for b in boundaries]
+    rest = np.delete(d, at)
+    return float(np.mean(d[at]) / max(float(np.median(rest)), 1e-6))
+
+
+def longer(pipe, prompts: list[str], trained: int, sample_cfg, seed: int, size: int) -> dict:
+    """Every caption at twice the trained length (windows of the trained length, each continuing the last
+    ``diffusion.cond_frames`` of the one before): :func:`~dit_video.data.synthetic.check_clip` of the whole clip
+    against its caption (same thresholds), and the frame-difference jump at the window boundaries."""
+    from ..data.synthetic import DEMO_BACKGROUND, check_clip
+    from ..pipeline.video import to_uint8_frames
+
+    total = 2 * trained
+    window, overlap = pipe.windows(total)
+    v = pipe.generate(prompts, num_frames=total, steps=sample_cfg.steps, sampler=sample_cfg.sampler,
+                      guidance_scale=sample_cfg.guidance_scale, seed=seed,
+                      guidance_interval=tuple(sample_cfg.guidance_interval))
+    clips = [to_uint8_frames(x) for x in v]
+    bounds = list(range(window, total, window - overlap))
+    checks = [check_clip(f, p, background=DEMO_BACKGROUND, min_shift=0.25 * size) for f, p in zip(clips, prompts)]
+    jumps = [seam_jump(f, bounds) for f in clips]
+    return {"clips": clips, "frames": total, "boundaries": bounds, "checks": checks,
+            "seam_jump": float(np.mean(jumps)), "seam_jump_max": float(np.max(jumps))}
+
+
 def summary_table(rows: list[dict]) -> str:
     """The per-caption table of ``summary.txt``."""
     out = ["caption | ok | one shape | shape seen | moved px (dy, dx) | plain bg | probe px / data px"]
@@ -186,6 +216,17 @@ def run(args: argparse.Namespace) -> int:
               f"({cont['no_caption']['all_checks']}/{n} pass every check); with a contradicting "
               f"caption {cont['contradicting']['continues']}/{n} continue, {cont['contradicting']['turns']}/{n} turn "
               f"({out / 'continuation.png'})")
+        lg = longer(pipe, prompts, cfg.model.num_frames, s, args.seed, size)
+        filmstrip(lg["clips"], prompts, out / "longer.png")
+        n = len(prompts)
+        counts = {key: sum(bool(r[key]) for r in lg["checks"]) for key in ("ok", "one_shape", "shape_ok", "moves")}
+        cont_lines += "".join(f"longer_{key} {c}/{n}\n" for key, c in counts.items()) + (
+            f"longer_frames {lg['frames']} (window starts at {lg['boundaries']})\n"
+            f"longer_seam_jump {lg['seam_jump']:.2f} (max {lg['seam_jump_max']:.2f})\n")
+        print(f"[demo] {lg['frames']} frames (twice the trained length, windows starting at {lg['boundaries']}): "
+              f"{counts['ok']}/{n} pass every check ({counts['one_shape']}/{n} one solid shape, {counts['moves']}/{n} "
+              f"moving the captioned way); frame change at a window start {lg['seam_jump']:.2f}x the median "
+              f"elsewhere ({out / 'longer.png'})")
     wall = time.monotonic() - t0
     ok = sum(r["ok"] for r in rows)
     probe = float(np.mean([r["probe_ratio"] for r in rows]))

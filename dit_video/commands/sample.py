@@ -14,7 +14,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--label", type=int, action="append", default=None, help="class id of a class-conditioned model")
     p.add_argument("--cond-video", default=None, help="video file whose first frames are continued")
     p.add_argument("--cond-frames", type=int, default=0, help="how many frames of --cond-video to keep")
-    p.add_argument("--frames", type=int, default=None, help="frames to generate (default: the model's)")
+    p.add_argument("--frames", type=int, default=None,
+                   help="frames to generate (default: the model's; more than it from a model trained with "
+                        "diffusion.cond_frames=k: windows of the trained length, each continuing the last k frames)")
     p.add_argument("--steps", type=int, default=None, help="sampling steps (default: the recipe's sample.steps)")
     p.add_argument("--guidance", type=float, default=None, help="classifier-free guidance scale (1: off; default: "
                                                                 "the recipe's sample.guidance_scale)")

@@ -8,6 +8,7 @@ nothing from ``dit_video.train``.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,8 @@ from ..diffusion import build_diffusion
 from .conditioner import ConditionedDiT, Conditioner
 from .config import PipelineConfig
 from .vae import build_vae
+
+log = logging.getLogger(__name__)
 
 
 class SamplingPipeline:
@@ -55,12 +58,18 @@ class SamplingPipeline:
                  num_frames: int | None = None, steps: int = 20, sampler: str | None = None,
                  guidance_scale: float = 1.0, seed: int = 0, cond_video: torch.Tensor | None = None,
                  cond_frames: int = 0, progress: bool = False,
-                 guidance_interval: tuple[float, float] | None = None) -> torch.Tensor:
+                 guidance_interval: tuple[float, float] | None = None, window: int | None = None) -> torch.Tensor:
         """Pixel-space clips [B, C, T, H, W] in [-1, 1], one per prompt/label (one for an unconditional model).
 
         ``cond_video`` [1 or B, C, k, H, W] in pixel space: continuation, its first ``cond_frames``
         frames are kept (exactly, in latent space). ``guidance_interval`` (lo, hi): guide only at noise levels in
         it (:func:`dit_video.diffusion.sampling.sample`; recipes: ``sample.guidance_interval``).
+
+        Longer than trained: ``num_frames`` beyond the model's ``num_frames`` from a model trained for video
+        prediction (the recipe's ``diffusion.cond_frames`` k > 0) is generated ``window`` frames at a time
+        (default: the trained length), each window continuing the last k frames of the one before
+        (:func:`~dit_video.diffusion.sampling.sample_long`); from any other model, in one pass at a length
+        its temporal positions never saw (logged).
         """
         if steps < 1:
             raise ValueError(f"sampling steps must be >= 1, got {steps}")
@@ -81,11 +90,30 @@ class SamplingPipeline:
         if cond_video is not None:
             latents_cond = self.vae.encode(cond_video.to(self.device, torch.float32))
         g = torch.Generator(device=self.device).manual_seed(seed)
-        x = self.diffusion.sample(model_fn, shape, sampler=sampler, steps=steps, generator=g,
-                                  cond_video=latents_cond, cond_frames=cond_frames, guidance_scale=guidance_scale,
-                                  uncond_model_fn=uncond_fn if guidance_scale != 1.0 else None, progress=progress,
-                                  device=self.device, guidance_interval=guidance_interval)
+        kw = dict(sampler=sampler, steps=steps, generator=g, cond_video=latents_cond, cond_frames=cond_frames,
+                  guidance_scale=guidance_scale, uncond_model_fn=uncond_fn if guidance_scale != 1.0 else None,
+                  progress=progress, device=self.device, guidance_interval=guidance_interval)
+        plan = self.windows(t, window)
+        if plan is None:
+            x = self.diffusion.sample(model_fn, shape, **kw)
+        else:
+            x = self.diffusion.sample_long(model_fn, shape, window=plan[0], overlap=plan[1], **kw)
         return self.vae.decode(x).clamp(-1, 1)
+
+    def windows(self, num_frames: int, window: int | None = None) -> tuple[int, int] | None:
+        """(window, overlap) in which :meth:`generate` makes ``num_frames`` latent frames, None for one pass."""
+        trained, k = self.model.config.num_frames, self.recipe.diffusion.cond_frames
+        if window is not None and not 0 < k < window:
+            raise ValueError(f"window={window} needs a model trained for video prediction with diffusion.cond_frames "
+                             f"in [1, window), this one has cond_frames={k}")
+        if num_frames <= (window or trained):
+            return None
+        if k == 0:
+            log.warning("generating %d frames in one pass from a model trained on %d (its recipe has "
+                        "diffusion.cond_frames=0, so it cannot continue windows: train with diffusion.cond_frames "
+                        "and diffusion.cond_prob to slide)", num_frames, trained)
+            return None
+        return window or trained, k
 
     def x0_at_noise(self, prompts: list[str] | None = None, labels: list[int] | None = None, *,
                     num_frames: int | None = None, draws: int = 8, seed: int = 0) -> torch.Tensor:

@@ -181,3 +181,47 @@ def test_continuation_is_exact_in_the_given_dtype():
     given = torch.randn(2, 3, 2, 4, 4, dtype=torch.float64) / 3  # not representable in fp32
     out = d.sample(Recorder(), SHAPE, steps=2, cond_video=given)
     assert out.dtype == torch.float64 and torch.equal(out[:, :, :2], given)
+
+
+def _pipeline(cond_frames: int):
+    """A tiny pixel-space text pipeline whose recipe says the model was trained with ``cond_frames`` given."""
+    from dit_video import VideoDiT, VideoDiTConfig
+    from dit_video.pipeline.conditioner import ConditionedDiT, Conditioner
+    from dit_video.pipeline.config import ConditionConfig, PipelineConfig
+    from dit_video.pipeline.sampling import SamplingPipeline
+
+    mcfg = VideoDiTConfig(in_channels=3, num_frames=4, sample_size=[8, 8], patch_size=[1, 4, 4], hidden_size=32,
+                          depth=2, num_heads=2, conditioning="text", caption_channels=16, kernel_backend="torch")
+    ccfg = ConditionConfig(text_encoder="tiny", tiny_dim=16, tiny_layers=0, max_length=8)
+    conditioner = Conditioner(mcfg, ccfg)
+    torch.manual_seed(0)
+    model = ConditionedDiT(VideoDiT(mcfg), conditioner.new_learned_encoder())
+    torch.nn.init.normal_(model.dit.final_linear.weight, std=0.1)  # a non-zero output
+    recipe = PipelineConfig(model=mcfg, diffusion=DiffusionConfig(cond_frames=cond_frames,
+                                                                  cond_prob=0.25 if cond_frames else 0.0),
+                            condition=ccfg)
+    return SamplingPipeline(model, recipe, conditioner=conditioner)
+
+
+def test_generate_beyond_the_trained_length_slides_windows_of_it(monkeypatch):
+    pipe = _pipeline(cond_frames=2)
+    assert pipe.windows(4) is None and pipe.windows(9) == (4, 2) and pipe.windows(9, window=3) == (3, 2)
+    with pytest.raises(ValueError, match="cond_frames"):
+        pipe.windows(9, window=2)  # overlap 2 leaves no new frame per window
+    lengths = []
+    inner = pipe.model.forward
+    monkeypatch.setattr(pipe.model, "forward", lambda x, *a, **k: lengths.append(x.shape[2]) or inner(x, *a, **k))
+    v = pipe.generate(["a red square moving left"], num_frames=9, steps=2, seed=0)
+    assert v.shape == (1, 3, 9, 8, 8) and torch.isfinite(v).all()
+    assert set(lengths) == {4}  # every model call at the trained length: 4 + 2 + 2 + 2 frames, cut to 9
+    assert len(lengths) == 4 * 2  # 4 windows x 2 euler steps (flow's default sampler, no guidance)
+
+
+def test_generate_beyond_the_trained_length_without_video_prediction_is_one_pass(caplog):
+    pipe = _pipeline(cond_frames=0)
+    with caplog.at_level("WARNING", logger="dit_video.pipeline.sampling"):
+        assert pipe.windows(9) is None
+    assert "diffusion.cond_frames=0" in caplog.text
+    with pytest.raises(ValueError, match="cond_frames=0"):
+        pipe.windows(9, window=4)
+    assert pipe.generate(["a red square moving left"], num_frames=6, steps=1).shape == (1, 3, 6, 8, 8)

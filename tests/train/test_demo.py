@@ -45,6 +45,11 @@ def test_demo_end_to_end_reduced(tmp_path, capsys):
                 "continuation_contradicting_caption_turns"):  # video prediction of 16 held-out clips
         assert re.search(rf"^{key} \d+/16$", summary, re.M), key
     assert Image.open(out / "continuation.png").height > 100
+    for key in ("longer_ok", "longer_one_shape", "longer_shape_ok", "longer_moves"):  # 8 frames, windows of 4
+        assert re.search(rf"^{key} \d+/{n}$", summary, re.M), key
+    assert re.search(r"^longer_frames 8 \(window starts at \[4, 6\]\)$", summary, re.M)
+    assert re.search(r"^longer_seam_jump [\d.]+ \(max [\d.]+\)$", summary, re.M)
+    assert Image.open(out / "longer.png").height > 100
     table = summary.split("\n\n", 1)[1].strip().splitlines()  # the per-caption table: a header + a row each
     assert len(table) == n + 1 and all(row.startswith(c + " |") for row, c in zip(table[1:], captions))
 
@@ -84,3 +89,15 @@ def test_demo_refuses_clips_with_no_frame_left_to_generate(tmp_path, capsys):
     assert main(["demo", "--frames", "4", "--out", str(tmp_path / "d"), *SMALL, "diffusion.cond_frames=4",
                  "diffusion.cond_prob=0.25"]) == 2
     assert "leave none to generate" in capsys.readouterr().err and not (tmp_path / "d").exists()
+
+
+def test_seam_jump_is_one_without_a_seam_and_grows_with_one():
+    from dit_video.commands.demo import seam_jump
+
+    t = np.arange(16, dtype=np.float32)
+    ramp = np.broadcast_to((t * 4)[:, None, None, None], (16, 4, 4, 3)).copy()  # a steady change per frame
+    assert seam_jump(ramp, [8, 12]) == 1.0
+    jumped = ramp.copy()
+    jumped[8:] += 20.0  # frame 8 changes by 4 + 20 = 24, 6x the usual
+    assert seam_jump(jumped, [8]) == 6.0
+    assert seam_jump(jumped, [8, 12]) == 3.5  # the mean over the boundaries: (6 + 1) / 2
