@@ -44,10 +44,18 @@ def slug(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "_", text.lower()).strip("_")
 
 
+def caption_check(frames: np.ndarray, caption: str, size: int, min_shift: float = 0.25) -> dict:
+    """The demo's one check of a clip against its caption (every count in ``summary.txt`` uses it):
+    :func:`~dit_video.data.synthetic.check_clip` on the demo's background, moving ``min_shift`` x the frame side."""
+    from ..data.synthetic import DEMO_BACKGROUND, check_clip
+
+    return check_clip(frames, caption, background=DEMO_BACKGROUND, min_shift=min_shift * size)
+
+
 def judge(frames: list[np.ndarray], prompts: list[str], pipe, size: int, seed: int) -> list[dict]:
     """Per caption: :func:`~dit_video.data.synthetic.check_clip` of its sample, and the high-noise probe (how
     far the model's x0 prediction at pure noise moves the captioned way, against the data's mean clip)."""
-    from ..data.synthetic import DEMO_BACKGROUND, DEMO_CLIPS, caption_mean_shifts, check_clip, colour_shift
+    from ..data.synthetic import DEMO_CLIPS, caption_mean_shifts, colour_shift
     from ..pipeline.video import to_uint8_frames
 
     t = frames[0].shape[0]
@@ -55,7 +63,7 @@ def judge(frames: list[np.ndarray], prompts: list[str], pipe, size: int, seed: i
     x0 = pipe.x0_at_noise(prompts, draws=8, seed=seed)
     rows = []
     for f, p, x in zip(frames, prompts, x0):
-        r = check_clip(f, p, background=DEMO_BACKGROUND, min_shift=0.25 * size)
+        r = caption_check(f, p, size)
         got = colour_shift(to_uint8_frames(x), p)
         rows.append({**r, "caption": p, "probe_px": got, "data_px": want.get(p, float("nan")),
                      "probe_ratio": got / want[p] if want.get(p) else float("nan")})
@@ -74,7 +82,7 @@ def continuation(pipe, size: int, num_frames: int, k: int, sample_cfg, seed: int
     import torch
 
     from ..data.pipeline import to_float
-    from ..data.synthetic import DEMO_BACKGROUND, DEMO_CLIPS, check_clip, make_clip
+    from ..data.synthetic import DEMO_CLIPS, make_clip
     from ..pipeline.video import to_uint8_frames
 
     made = [make_clip(random.Random(f"continue:{seed}:{i}"), size=size, num_frames=num_frames, **DEMO_CLIPS)
@@ -89,11 +97,10 @@ def continuation(pipe, size: int, num_frames: int, k: int, sample_cfg, seed: int
                           seed=seed, cond_video=given[:, :, :k], cond_frames=k,
                           guidance_interval=tuple(sample_cfg.guidance_interval))
         clips = [to_uint8_frames(x) for x in v]
-        kw = dict(background=DEMO_BACKGROUND, min_shift=0.25 * size)
-        given_way = [check_clip(f, c, **kw) for f, c in zip(clips, caps)]
+        given_way = [caption_check(f, c, size) for f, c in zip(clips, caps)]
         out[case] = {"clips": clips, "continues": sum(r["moves"] for r in given_way),
                      "all_checks": sum(r["ok"] for r in given_way),
-                     "turns": sum(check_clip(f[k - 1:], c, **{**kw, "min_shift": 0.1 * size})["moves"]
+                     "turns": sum(caption_check(f[k - 1:], c, size, min_shift=0.1)["moves"]
                                   for f, c in zip(clips, contra))}
     return out
 
@@ -112,7 +119,6 @@ def longer(pipe, prompts: list[str], trained: int, sample_cfg, seed: int, size: 
     """Every caption at twice the trained length (windows of the trained length, each continuing the last
     ``diffusion.cond_frames`` of the one before): :func:`~dit_video.data.synthetic.check_clip` of the whole clip
     against its caption (same thresholds), and the frame-difference jump at the window boundaries."""
-    from ..data.synthetic import DEMO_BACKGROUND, check_clip
     from ..pipeline.video import to_uint8_frames
 
     total = 2 * trained
@@ -122,7 +128,7 @@ def longer(pipe, prompts: list[str], trained: int, sample_cfg, seed: int, size: 
                       guidance_interval=tuple(sample_cfg.guidance_interval))
     clips = [to_uint8_frames(x) for x in v]
     bounds = list(range(window, total, window - overlap))
-    checks = [check_clip(f, p, background=DEMO_BACKGROUND, min_shift=0.25 * size) for f, p in zip(clips, prompts)]
+    checks = [caption_check(f, p, size) for f, p in zip(clips, prompts)]
     jumps = [seam_jump(f, bounds) for f in clips]
     return {"clips": clips, "frames": total, "boundaries": bounds, "checks": checks,
             "seam_jump": float(np.mean(jumps)), "seam_jump_max": float(np.max(jumps))}
