@@ -139,8 +139,13 @@ class Diffusion:
         ``batch_slice=(global_batch, offset)``: ``x0`` is rows ``offset : offset + B`` of a global batch
         split over data-parallel ranks; t, noise and mask are drawn for the whole global batch (the
         generator is the same on every rank) and sliced, so every clip gets the same randomness
-        whatever the number of ranks (and ranks that share a clip get identical draws). ``cond_mask``: this
-        rank's rows of a mask from :meth:`draw_cond_mask`, used instead of drawing one here.
+        whatever the number of ranks (and ranks that share a clip get identical draws). ``cond_mask``: the
+        global batch's mask [global_batch, T] from :meth:`draw_cond_mask`, used instead of drawing one here.
+
+        The mean over noised frames is the global batch's: this rank's sum divided by its share
+        (B / global_batch) of the global number of noised frames, so the mean of the ranks' losses (the
+        data-parallel gradient) is one process's loss whatever the split, even when the ranks hold
+        different numbers of clips with given frames.
         """
         if x0.dim() != 5:
             raise ValueError(f"x0 must be [B, C, T, H, W], got shape {tuple(x0.shape)}")
@@ -154,13 +159,13 @@ class Diffusion:
         t = self.sample_timesteps((gb, nt) if c.per_frame_timesteps else (gb,), generator, dev)[rows]
         noise = randn((gb, *x0.shape[1:]), generator, dev, x0.dtype)[rows]
         if cond_mask is not None:
-            if cond_mask.shape != (b, nt) or c.cond_frames == 0:
-                raise ValueError(f"cond_mask must be [B={b}, T={nt}] from draw_cond_mask (cond_frames > 0), got "
-                                 f"{tuple(cond_mask.shape)} with cond_frames={c.cond_frames}")
-            mask = cond_mask.to(dev)
+            if cond_mask.shape != (gb, nt) or c.cond_frames == 0:
+                raise ValueError(f"cond_mask must be the global batch's [{gb}, T={nt}] from draw_cond_mask "
+                                 f"(cond_frames > 0), got {tuple(cond_mask.shape)} with cond_frames={c.cond_frames}")
+            full = cond_mask.to(dev)
         else:
-            mask = self.draw_cond_mask(gb, nt, generator, dev)
-            mask = None if mask is None else mask[rows]
+            full = self.draw_cond_mask(gb, nt, generator, dev)
+        mask = None if full is None else full[rows]
 
         x_t = self.add_noise(x0, noise, t)
         if mask is not None:
@@ -176,7 +181,8 @@ class Diffusion:
         valid = torch.ones_like(err, dtype=torch.bool) if mask is None else ~mask
         w = self.loss_weight(t)
         weighted = err if w is None else err * (w[:, None] if w.dim() == 1 else w)
-        denom = valid.sum().clamp_min(1)
+        # this rank's share of the global batch's noised frames (b * nt with no given frames)
+        denom = (b * nt if full is None else (~full).sum().clamp_min(1) * b / gb)
         # where, not a product: whatever the model predicts on clean frames (even inf) cannot reach the loss
         loss = torch.where(valid, weighted, 0.0).sum() / denom
         t_frames = (t[:, None].expand(b, nt) if t.dim() == 1 else t).float()

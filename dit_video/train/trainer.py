@@ -326,7 +326,7 @@ class Trainer:
             return engine(x_t.to(dtype), t, cond_mask=cond_mask, **kw).float()
 
         loss, logs = self.diffusion.training_loss(model_fn, x0, generator=self.generators["noise"], batch_slice=rows,
-                                                  cond_mask=None if cond is None else cond[rows[1]:rows[1] + b])
+                                                  cond_mask=cond)
         # sequence parallel: each of the N ranks holds a share of the clip's gradient and DeepSpeed averages over
         # all dp*N ranks; scaling by N makes that the mean over data-parallel groups of each clip's full gradient
         scaled = self.guard.checked(loss)

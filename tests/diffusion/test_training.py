@@ -132,11 +132,34 @@ def test_a_mask_drawn_first_is_the_one_the_loss_uses():
     assert full.shape == (8, T) and full[:, 2:].sum() == 0 and 0 < int(full[:, 0].sum()) < 8
     spy = Spy()
     x0 = torch.randn(4, C, T, H, W)
-    d.training_loss(spy, x0, generator=torch.Generator().manual_seed(1), batch_slice=(8, 4), cond_mask=full[4:])
+    d.training_loss(spy, x0, generator=torch.Generator().manual_seed(1), batch_slice=(8, 4), cond_mask=full)
     assert torch.equal(spy.seen[0][2], full[4:])
-    with pytest.raises(ValueError, match="cond_mask must be"):
-        d.training_loss(spy, x0, cond_mask=full)
+    with pytest.raises(ValueError, match="cond_mask must be the global batch's"):
+        d.training_loss(spy, x0, batch_slice=(8, 4), cond_mask=full[4:])
     assert build_diffusion(DiffusionConfig()).draw_cond_mask(8, T, None, "cpu") is None
+
+
+def test_ranks_holding_different_numbers_of_given_clips_average_to_one_process():
+    """Data parallel averages the ranks' losses: each rank divides by its share of the global batch's noised
+    frames, so the mean of two half-batch losses (and their gradients) is the whole batch's loss even when one
+    half holds all the clips with given frames. Tolerance: fp32 sums of 8 x T terms in another order."""
+    d = build_diffusion(DiffusionConfig(cond_frames=2, cond_prob=0.5))
+    full = torch.zeros(8, T, dtype=torch.bool)
+    full[:3, :2] = True  # rank 0 holds 3 clips with given frames, rank 1 none
+    x0 = torch.randn(8, C, T, H, W)
+    w = torch.tensor(0.7, requires_grad=True)
+
+    def loss(rows: slice, bs):
+        return d.training_loss(lambda x, t, cond_mask=None: w * x, x0[rows], torch.Generator().manual_seed(5),
+                               batch_slice=bs, cond_mask=full)[0]
+
+    one = loss(slice(0, 8), None)
+    (g_one,) = torch.autograd.grad(one, w)
+    halves = (loss(slice(0, 4), (8, 0)) + loss(slice(4, 8), (8, 4))) / 2
+    (g_two,) = torch.autograd.grad(halves, w)
+    eps = torch.finfo(torch.float32).eps
+    assert abs(float(halves - one)) <= 8 * T * eps * abs(float(one))
+    assert abs(float(g_two - g_one)) <= 8 * T * eps * abs(float(g_one))
 
 
 def test_clips_with_given_frames_drop_their_caption_at_their_own_rate():
