@@ -159,10 +159,13 @@ def train_run(cfg, clips, captions: list[str], steps: int, seed: int, every: int
         idx = perm[pos:pos + b]
         pos += b
         x0 = clips[idx]
-        kw = conditioner.training_kwargs([captions[i] for i in idx],
-                                         conditioner.dropout(b, cfg.diffusion.cfg_dropout, gen_drop))
+        dc = cfg.diffusion  # as the trainer: given frames drawn first, their captions drop at their own rate
+        given = diffusion.draw_cond_mask(b, x0.shape[2], gen_drop, "cpu")
+        drop = conditioner.dropout(b, dc.cfg_dropout, gen_drop, given=None if given is None else given.any(1),
+                                   p_given=dc.cond_cfg_dropout)
+        kw = conditioner.training_kwargs([captions[i] for i in idx], drop)
         loss, _ = diffusion.training_loss(lambda x, t, cond_mask=None, kw=kw: module(x, t, cond_mask=cond_mask, **kw),
-                                          x0, generator=gen)
+                                          x0, generator=gen, cond_mask=given)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if o.grad_clip > 0:

@@ -143,6 +143,10 @@ class TrainConfig:
             raise ValueError(f"diffusion.cond_frames={d.cond_frames} with diffusion.cond_prob={d.cond_prob} trains no "
                              "clip with given frames: set both (e.g. diffusion.cond_frames=4 diffusion.cond_prob=0.25)"
                              " or neither")
+        if d.cond_frames >= m.num_frames:
+            raise ValueError(f"clips of model.num_frames={m.num_frames} frames leave none to generate after "
+                             f"diffusion.cond_frames={d.cond_frames} given ones: raise model.num_frames (the demo's "
+                             "--frames) or lower diffusion.cond_frames (0 with diffusion.cond_prob=0: none given)")
         if self.parallel.sequence_parallel < 1:
             raise ValueError(f"parallel.sequence_parallel must be >= 1, got {self.parallel.sequence_parallel}")
         return self

@@ -58,7 +58,8 @@ TINY = ["model.sample_size=[16,16]", "model.num_frames=4", "model.hidden_size=32
         "model.num_heads=2", "model.caption_channels=16", "condition.tiny_dim=16", "data.size=16",
         "data.num_frames=4", "data.batch_size=2", "data.num_workers=0", "data.shuffle_buffer=0",
         "train.log_every=1", "train.progress=false", "train.threads=1", "optim.warmup_steps=2", "sample.steps=2",
-        "train.steps=1", "sample.prompts=[]"]
+        "train.steps=1", "sample.prompts=[]",
+        "diffusion.cond_frames=2", "diffusion.cond_prob=0.25"]
 
 
 def test_pipe_spec_through_cli_train(tmp_path, capsys):

@@ -61,10 +61,13 @@ def test_inconsistent_recipes_are_clear_errors():
         load_train_config(DEMO, ["sample.guidance_interval=[0.8,0.2]"])
     with pytest.raises(FileNotFoundError, match="nope.yaml"):
         load_train_config("nope.yaml")
-    for lone in (["diffusion.cond_frames=4"], ["diffusion.cond_prob=0.25"]):  # alone, each trains nothing
+    assert load_train_config(DEMO).diffusion.cond_frames == 4  # the demo recipe trains video prediction
+    for lone in (["diffusion.cond_frames=0"], ["diffusion.cond_prob=0"]):  # either alone trains nothing
         with pytest.raises(ValueError, match="trains no clip with given frames: set both"):
             load_train_config(DEMO, lone)
-    assert load_train_config(DEMO, ["diffusion.cond_frames=4", "diffusion.cond_prob=0.25"]).diffusion.cond_prob == 0.25
+    assert load_train_config(DEMO, ["diffusion.cond_frames=0", "diffusion.cond_prob=0"]).diffusion.cond_frames == 0
+    with pytest.raises(ValueError, match="leave none to generate after diffusion.cond_frames=4"):
+        load_train_config(DEMO, ["model.num_frames=4"])
 
 
 def test_cli_reports_config_errors_in_one_line(capsys, tmp_path):

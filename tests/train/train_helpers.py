@@ -14,6 +14,7 @@ TINY = [
     "data.num_frames=4", "data.batch_size=2", "data.num_workers=0", "data.shuffle_buffer=8",
     "train.log_every=1", "train.progress=false", "train.threads=1", "optim.warmup_steps=2", "sample.steps=2",
     "train.precision=fp32",  # the demo recipe's "auto" measures the CPU: tests must not depend on which one
+    "diffusion.cond_frames=2", "diffusion.cond_prob=0.25",  # video prediction, as the demo recipe, in 4 frames
 ]
 
 
