@@ -33,6 +33,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "0.22 0.28)")
     p.add_argument("--pix-fmt", default="yuv420p", choices=PIX_FMTS,
                    help="mp4 pixel format (default yuv420p, as real videos; yuv444p keeps full-resolution colour)")
+    p.add_argument("--apart", action="store_true",
+                   help="objects keep 2 px apart in every frame (none hides part of another)")
     p.add_argument("--no-bounce", action="store_true", help="let shapes leave the frame instead of bouncing")
     p.add_argument("--easy", action="store_true",
                    help="easy-to-learn preset: one square, red/green/blue, left/right, plain background, no occlusion")
@@ -45,7 +47,8 @@ def run(args: argparse.Namespace) -> int:
 
     kw = dict(colors=_names(args.colors), shapes=_names(args.shapes), directions=_names(args.directions),
               speeds=_names(args.speeds), backgrounds=_names(args.backgrounds), max_objects=args.max_objects,
-              occlusion_prob=args.occlusion_prob, bounce=not args.no_bounce, radius=tuple(args.radius))
+              occlusion_prob=args.occlusion_prob, bounce=not args.no_bounce, radius=tuple(args.radius),
+              apart=args.apart)
     if args.easy:
         kw.update(colors=kw["colors"] or ["red", "green", "blue"], shapes=kw["shapes"] or ["square"],
                   directions=kw["directions"] or ["left", "right"], backgrounds=["plain"], max_objects=1,

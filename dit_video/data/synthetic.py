@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import random
+import re
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 
@@ -85,8 +86,8 @@ def make_clip(rng: random.Random, *, size: int = 32, num_frames: int = 8, colors
               speeds: Sequence[str] | None = None, backgrounds: Sequence[str] | None = None,
               max_objects: int = 2, bounce: bool = True, occlusion_prob: float = 0.2,
               speed_in_caption: bool = False, radius: tuple[float, float] = (0.12, 0.18),
-              background_colors: Sequence[tuple[int, int, int]] | None = None, path_frames: int | None = None
-              ) -> tuple[np.ndarray, str, dict]:
+              background_colors: Sequence[tuple[int, int, int]] | None = None, path_frames: int | None = None,
+              apart: bool = False) -> tuple[np.ndarray, str, dict]:
     """One clip: uint8 frames ``[T, size, size, 3]``, its caption, and what was drawn (for the json).
 
     ``radius``: the range of a shape's radius (half the side of a square), as a fraction of ``size``.
@@ -94,6 +95,8 @@ def make_clip(rng: random.Random, *, size: int = 32, num_frames: int = 8, colors
     Without ``bounce`` a shape starts where its path of ``path_frames`` frames (default ``num_frames``)
     stays inside the frame when that path is short enough (else as close to the opposite wall as it can),
     so it stays whole to the last frame; a ``path_frames`` beyond ``num_frames`` leaves room to go on.
+    ``apart``: every object keeps >= 2 px from the earlier ones in every frame (no occlusion between them, so
+    each one is whole in every frame; its start and direction are redrawn, up to 100 times).
     """
     colors = list(colors or COLORS)
     shapes, directions = list(shapes or SHAPES), list(directions or DIRECTIONS)
@@ -116,32 +119,45 @@ def make_clip(rng: random.Random, *, size: int = 32, num_frames: int = 8, colors
     t = np.arange(num_frames, dtype=np.float32)
     n_obj = rng.randint(1, max(1, min(max_objects, len(colors))))
     objects, phrases, bounced_any = [], [], False
+    taken = np.zeros((num_frames, size, size), bool)  # where earlier objects are, 2 px grown (``apart``)
     for color in rng.sample(colors, n_obj):
         shape, direction, speed = rng.choice(shapes), rng.choice(directions), rng.choice(speeds)
-        r = size * rng.uniform(*radius)
-        lo, hi = r, size - 1 - r
-        v = SPEEDS[speed] * size
-        dy, dx = DIRECTIONS[direction]
-        # start away from the wall it moves towards, so the named direction is what one sees first
-        start = [rng.uniform(lo, hi), rng.uniform(lo, hi)]
-        room = 0.35 * (hi - lo) if bounce else max(0.0, hi - lo - v * ((path_frames or num_frames) - 1))
-        for axis, d in ((0, dy), (1, dx)):
-            if d > 0:
-                start[axis] = rng.uniform(lo, lo + room)
-            elif d < 0:
-                start[axis] = rng.uniform(hi - room, hi)
-        path = []
-        bounced = False
-        for start_a, d in ((start[0], dy), (start[1], dx)):
-            p = start_a + d * v * t
-            if bounce:  # reflect off the walls: fold the path into [lo, hi]
-                span = hi - lo
-                q = np.mod(p - lo, 2 * span)
-                folded = lo + np.where(q > span, 2 * span - q, q)
-                bounced = bounced or bool(np.any(np.abs(folded - p) > 1e-3))
-                p = folded
-            path.append(p)
-        mask = _mask(shape, yy, xx, path[0], path[1], r)
+        for attempt in range(100 if apart else 1):
+            if attempt:  # a path that crosses an earlier one: another start, and another direction too
+                direction = rng.choice(directions)
+            r = size * rng.uniform(*radius)
+            lo, hi = r, size - 1 - r
+            v = SPEEDS[speed] * size
+            dy, dx = DIRECTIONS[direction]
+            # start away from the wall it moves towards, so the named direction is what one sees first
+            start = [rng.uniform(lo, hi), rng.uniform(lo, hi)]
+            room = 0.35 * (hi - lo) if bounce else max(0.0, hi - lo - v * ((path_frames or num_frames) - 1))
+            for axis, d in ((0, dy), (1, dx)):
+                if d > 0:
+                    start[axis] = rng.uniform(lo, lo + room)
+                elif d < 0:
+                    start[axis] = rng.uniform(hi - room, hi)
+            path = []
+            bounced = False
+            for start_a, d in ((start[0], dy), (start[1], dx)):
+                p = start_a + d * v * t
+                if bounce:  # reflect off the walls: fold the path into [lo, hi]
+                    span = hi - lo
+                    q = np.mod(p - lo, 2 * span)
+                    folded = lo + np.where(q > span, 2 * span - q, q)
+                    bounced = bounced or bool(np.any(np.abs(folded - p) > 1e-3))
+                    p = folded
+                path.append(p)
+            mask = _mask(shape, yy, xx, path[0], path[1], r)
+            if not (apart and (mask & taken).any()):
+                break
+        else:
+            raise ValueError(f"apart: found no path for object {len(objects) + 1} of {n_obj} that keeps 2 px from "
+                             f"the others in {size}x{size} frames: lower radius or max_objects, or raise size")
+        if apart:
+            from scipy.ndimage import binary_dilation
+
+            taken |= binary_dilation(mask, structure=np.ones((1, 3, 3), bool), iterations=2)
         video[mask] = COLORS[color]
         bounced_any = bounced_any or bounced
         phrase = f"{_article(color)} {color} {shape} moving {direction}" + (f" {speed}" if speed_in_caption else "")
@@ -185,9 +201,10 @@ def write_synthetic_shards(out_dir: str, num: int, *, size: int = 32, num_frames
                            occlusion_prob: float = 0.2, speed_in_caption: bool = False,
                            radius: tuple[float, float] = (0.12, 0.18),
                            background_colors: Sequence[tuple[int, int, int]] | None = None,
-                           path_frames: int | None = None, pix_fmt: str = "yuv420p") -> list[str]:
+                           path_frames: int | None = None, pix_fmt: str = "yuv420p", apart: bool = False) -> list[str]:
     """Write ``num`` synthetic clips as shards ``00000.tar, ...`` in ``out_dir``; returns the shard paths.
 
+    ``apart``: objects never touch (:func:`make_clip`).
     ``pix_fmt``: the mp4s' pixel format (:func:`dit_video.data.codec.encode_mp4`). ``"yuv420p"``, what real
     videos use, stores colour at half the resolution, which smears these clips' hard, saturated edges over
     ~2 px: at 24 px frames 4 of 64 demo clips fail :func:`check_clip` after decoding (10 of 64 at 32 px),
@@ -205,7 +222,7 @@ def write_synthetic_shards(out_dir: str, num: int, *, size: int = 32, num_frames
                    max_objects=max_objects, bounce=bounce, occlusion_prob=occlusion_prob,
                    speed_in_caption=speed_in_caption, radius=tuple(radius),
                    background_colors=None if background_colors is None else [tuple(c) for c in background_colors],
-                   path_frames=path_frames)
+                   path_frames=path_frames, apart=apart)
     make_clip(random.Random(0), size=size, num_frames=1, **clip_kw)  # validate names before any work
     prepare_out_dir(out_dir, overwrite)
     if pix_fmt not in PIX_FMTS:
@@ -302,8 +319,16 @@ def check_clip(frames: np.ndarray, caption: str, *, color_tol: float = 90.0, min
     every frame >= ``bg_share`` of the pixels farther than ``bg_margin`` from the shape are within
     ``bg_tol`` of it (plain, not tinted, no stray blobs); ``background_dist`` is the worst frame's
     mean distance. ``ok``: every check that applies passed.
-    Captions name a colour, a shape and a direction as :func:`make_clip` writes them.
+    Captions name a colour, a shape and a direction as :func:`make_clip` writes them. A caption of several
+    objects ("a red square moving left and a blue circle moving up", one colour each) is checked object by
+    object (``objects``: each one's result, without the background) and its ``present``, ``one_shape``,
+    ``moves``, ``shape_ok`` and ``ok`` hold for all of them; the background is what no object covers.
     """
+    phrases = object_phrases(caption)
+    if len(phrases) > 1:
+        return _check_objects(frames, phrases, color_tol=color_tol, min_pixels=min_pixels,
+                              min_compactness=min_compactness, min_shift=min_shift, background=background,
+                              bg_tol=bg_tol, bg_share=bg_share, bg_margin=bg_margin)
     ws = caption.lower().split()
     color = next((w for w in ws if w in COLORS), None)
     direction = next((w for w in ws if w in DIRECTIONS), None)
@@ -342,18 +367,56 @@ def check_clip(frames: np.ndarray, caption: str, *, color_tol: float = 90.0, min
               "corner_fill": float(np.mean(fills)) if fills else float("nan")}
     background_ok = None
     if background is not None:
-        from scipy.ndimage import binary_dilation
-
-        grown = binary_dilation(near, structure=np.ones((1, 3, 3), bool), iterations=bg_margin)
-        dist = np.linalg.norm(pixels - np.array(background, np.float32), axis=-1)
-        shares, means = [], []
-        for d, g in zip(dist, grown):
-            rest = d[~g]
-            shares.append(float((rest < bg_tol).mean()) if rest.size else 0.0)
-            means.append(float(rest.mean()) if rest.size else float("inf"))
-        background_ok = min(shares) >= bg_share
-        result["background_dist"] = max(means)
+        background_ok, result["background_dist"] = _background_check(pixels, near, background, bg_tol, bg_share,
+                                                                      bg_margin)
     result["background_ok"] = background_ok
     result["ok"] = bool(one_shape and (direction is None or moves) and shape_ok is not False
                         and background_ok is not False)
+    return result
+
+
+def object_phrases(caption: str) -> list[str]:
+    """The object phrases of a :func:`make_clip` caption: "a red square moving left and a blue circle moving up"
+    -> ["a red square moving left", "a blue circle moving up"] ("and bouncing back" stays in its phrase)."""
+    return [p for p in re.split(r" and (?=an? )", caption.strip()) if p]
+
+
+def _background_check(pixels: np.ndarray, near: np.ndarray, background, bg_tol: float, bg_share: float,
+                      bg_margin: int) -> tuple[bool, float]:
+    """(every frame has >= ``bg_share`` of its pixels farther than ``bg_margin`` from ``near`` within ``bg_tol``
+    of ``background``, the worst frame's mean distance there)."""
+    from scipy.ndimage import binary_dilation
+
+    grown = binary_dilation(near, structure=np.ones((1, 3, 3), bool), iterations=bg_margin)
+    dist = np.linalg.norm(pixels - np.array(background, np.float32), axis=-1)
+    shares, means = [], []
+    for d, g in zip(dist, grown):
+        rest = d[~g]
+        shares.append(float((rest < bg_tol).mean()) if rest.size else 0.0)
+        means.append(float(rest.mean()) if rest.size else float("inf"))
+    return min(shares) >= bg_share, max(means)
+
+
+def _check_objects(frames: np.ndarray, phrases: list[str], *, background, bg_tol: float, bg_share: float,
+                   bg_margin: int, color_tol: float, **kw) -> dict:
+    """:func:`check_clip` of a caption of several objects, one colour each."""
+    per = [check_clip(frames, p, color_tol=color_tol, **kw) for p in phrases]
+    colours = [r["color"] for r in per]
+    if len(set(colours)) != len(colours):
+        raise ValueError(f"the objects of a caption must have different colours to be told apart, got {colours}")
+    result: dict = {"objects": per}
+    for key in ("present", "one_shape", "moves"):
+        result[key] = all(r[key] for r in per)
+    shapes = [r["shape_ok"] for r in per if r["shape_ok"] is not None]
+    result["shape_ok"] = all(shapes) if shapes else None
+    background_ok = None
+    if background is not None:
+        pixels = frames.astype(np.float32)
+        near = np.zeros(frames.shape[:3], bool)
+        for c in colours:
+            near |= np.linalg.norm(pixels - np.array(COLORS[c], np.float32), axis=-1) < color_tol
+        background_ok, result["background_dist"] = _background_check(pixels, near, background, bg_tol, bg_share,
+                                                                      bg_margin)
+    result["background_ok"] = background_ok
+    result["ok"] = all(r["ok"] for r in per) and background_ok is not False
     return result

@@ -104,6 +104,8 @@ def test_cli_make_synthetic_and_make_shards(tmp_path, capsys):
     assert "--overwrite" in capsys.readouterr().err
     assert main(["make-synthetic", "--out", str(tmp_path / "r"), "--num", "2", "--radius", "0.3", "0.2"]) == 2
     assert "radius must be a range" in capsys.readouterr().err
+    assert main(["make-synthetic", "--out", str(tmp_path / "two"), "--num", "3", "--apart", "--max-objects", "2",
+                 "--size", "32", "--radius", "0.12", "0.14"]) == 0
 
     src = tmp_path / "videos"
     src.mkdir()
@@ -183,6 +185,71 @@ def test_check_clip_background_rejects_a_tint_and_stray_blobs():
     stray = frames.copy()
     stray[9:, :6, :6] = (120, 120, 120)  # a grey blob appears in the corner
     assert not check_clip(stray, caption, background=(10, 10, 12))["background_ok"]
+
+
+def _two_objects(size: int = 40, frames: int = 8) -> np.ndarray:
+    """A red square moving left along the top and a blue circle moving up on the right, on (10, 10, 12)."""
+    from dit_video.data.synthetic import _mask
+
+    yy, xx = np.mgrid[:size, :size].astype(np.float32)
+    t = np.arange(frames, dtype=np.float32)
+    video = np.broadcast_to(np.array([10, 10, 12], np.uint8), (frames, size, size, 3)).copy()
+    video[_mask("square", yy, xx, np.full(frames, 7.0), 26 - 2 * t, 5)] = COLORS["red"]
+    video[_mask("circle", yy, xx, 33 - 2 * t, np.full(frames, 32.0), 5)] = COLORS["blue"]
+    return video
+
+
+def test_check_clip_checks_every_object_of_a_two_object_caption():
+    from dit_video.data.synthetic import object_phrases
+
+    video, bg = _two_objects(), (10, 10, 12)
+    both = "a red square moving left and a blue circle moving up"
+    assert object_phrases(both) == ["a red square moving left", "a blue circle moving up"]
+    assert object_phrases("a red square moving left and bouncing back") == ["a red square moving left and "
+                                                                            "bouncing back"]
+    got = check_clip(video, both, background=bg, min_shift=8)
+    assert got["ok"] and got["background_ok"] and [o["color"] for o in got["objects"]] == ["red", "blue"]
+    # each object's own check: the background of one is not the other object
+    assert not check_clip(video, "a red square moving left", background=bg, min_shift=8)["background_ok"]
+    for wrong, key in (("a red square moving left and a blue circle moving down", "moves"),
+                       ("a red circle moving left and a blue circle moving up", "shape_ok"),
+                       ("a red square moving left and a green circle moving up", "present")):
+        bad = check_clip(video, wrong, background=bg, min_shift=8)
+        assert bad[key] is False and not bad["ok"], wrong
+    stray = video.copy()
+    stray[:, 30:, :6] = (120, 120, 120)  # a grey blob no caption names
+    assert not check_clip(stray, both, background=bg, min_shift=8)["background_ok"]
+    with pytest.raises(ValueError, match="different colours"):
+        check_clip(video, "a red square moving left and a red circle moving up")
+
+
+def test_apart_keeps_two_objects_whole_so_each_clip_passes_its_own_check():
+    import random
+
+    from dit_video.data.synthetic import DEMO_BACKGROUND, DEMO_CLIPS
+
+    kw = {**DEMO_CLIPS, "max_objects": 2, "radius": (0.12, 0.14)}
+
+    def two_object_checks(apart: bool) -> list[bool]:
+        out = []
+        for i in range(60):
+            frames, caption, meta = make_clip(random.Random(i), size=32, num_frames=8, apart=apart, **kw)
+            if len(meta["objects"]) == 2:
+                out.append(check_clip(frames, caption, background=DEMO_BACKGROUND, min_shift=8)["ok"])
+        return out
+
+    kept, crossed = two_object_checks(True), two_object_checks(False)
+    assert len(kept) >= 20 and all(kept)
+    assert not all(crossed)  # without it, objects meet: one hides part of the other
+    crowded = {**kw, "radius": (0.45, 0.49), "colors": ["red", "blue"]}  # two shapes that fill the frame
+    for i in range(20):
+        try:
+            assert len(make_clip(random.Random(i), size=16, num_frames=8, apart=True, **crowded)[2]["objects"]) == 1
+        except ValueError as e:
+            assert "apart: found no path for object 2 of 2" in str(e)
+            break
+    else:
+        pytest.fail("no clip drew two objects")
 
 
 def test_corner_test_tells_squares_circles_and_triangles_apart():
