@@ -83,6 +83,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--probe-every", type=int, default=0, help="also probe every N steps (a learning curve)")
     p.add_argument("--data", type=json.loads, default={}, help='JSON overrides of the demo\'s clips, e.g. '
                    '\'{"colors": ["red", "blue"], "shapes": ["square"]}\' (fewer captions)')
+    p.add_argument("--two-objects", type=int, default=0, metavar="N",
+                   help="also sample N captions of two objects and count them (two_*); train on such clips with "
+                        "e.g. --data '{\"max_objects\": 2, \"apart\": true, \"radius\": [0.12, 0.14]}'")
     p.add_argument("overrides", nargs="*", help="recipe overrides for every run, e.g. model.hidden_size=128")
 
 
@@ -273,7 +276,7 @@ def check(model, diffusion, conditioner, cfg, captions: list[str], seeds: list[i
             for f, cap in zip(_pixels(x), captions):
                 r = check_clip(f, cap, background=DEMO_BACKGROUND, min_shift=min_shift)
                 for k in fills:
-                    if k in cap.split():
+                    if k in cap.split() and "corner_fill" in r:  # one-object captions
                         fills[k].append(r["corner_fill"])
                 for k in keys:
                     counts[k] += bool(r[k])
@@ -310,9 +313,15 @@ def run_one(name: str, overrides: list[str], seed: int, args: argparse.Namespace
     t1 = time.perf_counter()
     pr = probe(model, diffusion, conditioner, captions, data_shift, args.probe_noises, shape)
     ck = check(model, diffusion, conditioner, cfg, captions, list(args.samples), shape, min_shift=0.25 * h)
+    if args.two_objects:
+        from dit_video.data.synthetic import two_object_captions
+
+        two = check(model, diffusion, conditioner, cfg, two_object_captions(args.two_objects, 0, args.data),
+                    list(args.samples), shape, min_shift=0.25 * h)
+        ck |= {f"two_{k}": v for k, v in two.items() if k != "shape_sep"}
     words = {w for c in caps for w in c.split()}
     if {"square", "circle"} <= words and cfg.diffusion.objective == "flow":
-        held, held_caps = demo_data(48, 1, h, t, **args.data)  # data seed 1: clips not in training
+        held, held_caps = demo_data(48, 1, h, t, **{**args.data, "max_objects": 1})  # data seed 1: not trained on
         ck |= shape_word_probe(model, diffusion, conditioner, to_model(held), held_caps)
     return {"variant": name, "seed": seed, "steps": args.steps, "tag": args.tag, "overrides": [*overrides,
             *args.overrides], "data": args.data, **log, "score_s": time.perf_counter() - t1, **pr, **ck}
@@ -324,12 +333,14 @@ def table(rows: list[dict[str, Any]]) -> str:
     for r in rows:
         groups.setdefault((r["variant"], r.get("tag", ""), r["steps"]), []).append(r)
     out = ["| variant | tag | steps | seeds | probe (x0 shift at u=1 / data's) | worst caption | "
-           "check ok per seed (of n) | one shape | right shape | moves | plain bg | shape sep | shape word | loss | "
-           "train s |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+           "check ok per seed (of n) | one shape | right shape | moves | plain bg | shape sep | shape word | "
+           "two objects ok per seed | loss | train s |", "|" + "---|" * 16]
     for (name, tag, steps), rs in groups.items():
         pr = np.array([r["probe"] for r in rs])
         n = rs[0]["n"]
         oks = "/".join(str(r["ok"]) for r in rs)
+        twos = "/".join(str(r["two_ok"]) for r in rs if "two_ok" in r)
+        twos = f"{twos} (of {rs[0]['two_n']})" if twos else "-"
 
         def mean_of(k: str, rs=rs, fmt: str = ".1f") -> str:
             vals = [r[k] for r in rs if k in r]
@@ -338,7 +349,7 @@ def table(rows: list[dict[str, Any]]) -> str:
         out.append(f"| {name} | {tag} | {steps} | {len(rs)} | {pr.mean():.2f} ({pr.min():.2f}..{pr.max():.2f}) | "
                    f"{np.mean([r['probe_min'] for r in rs]):.2f} | {oks} (of {n}) | {mean_of('one_shape')} | "
                    f"{mean_of('shape_ok')} | {mean_of('moves')} | {mean_of('background_ok')} | "
-                   f"{mean_of('shape_sep', fmt='.2f')} | {mean_of('shape_word', fmt='.3f')} | "
+                   f"{mean_of('shape_sep', fmt='.2f')} | {mean_of('shape_word', fmt='.3f')} | {twos} | "
                    f"{np.mean([r['loss_last10pct'] for r in rs]):.4f} | {np.mean([r['train_s'] for r in rs]):.0f} |")
     return "\n".join(out) + "\n"
 
@@ -364,7 +375,10 @@ def run(args: argparse.Namespace) -> int:
                   f"{row['ok']}/{row['n']} (one shape {row['one_shape']}, shape {row['shape_ok']}, moves "
                   f"{row['moves']}, bg {row['background_ok']}, shape sep {row.get('shape_sep', float('nan')):.2f}, "
                   f"shape word {row.get('shape_word', float('nan')):+.3f}), loss {row['loss_last10pct']:.4f}, "
-                  f"train {row['train_s']:.0f}s, score {row['score_s']:.0f}s", flush=True)
+                  f"train {row['train_s']:.0f}s, score {row['score_s']:.0f}s"
+                  + (f"; two objects ok {row['two_ok']}/{row['two_n']} (one shape each {row['two_one_shape']}, "
+                     f"shapes {row['two_shape_ok']}, moves {row['two_moves']})" if "two_ok" in row else ""),
+                  flush=True)
     rows = [json.loads(line) for line in jsonl.read_text().splitlines() if line.strip()]
     (args.out / "quality.md").write_text(table(rows))
     print(f"table: {args.out / 'quality.md'}")

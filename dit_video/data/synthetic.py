@@ -49,6 +49,25 @@ def demo_captions(spec: dict | None = None) -> list[str]:
     return [f"{_article(c)} {c} {s} moving {m}" for c in d["colors"] for s in d["shapes"] for m in d["directions"]]
 
 
+def two_object_captions(n: int = 32, seed: int = 0, spec: dict | None = None) -> list[str]:
+    """``n`` distinct captions of two objects of different colours from :data:`DEMO_CLIPS`'s words (or
+    ``spec``'s), as :func:`make_clip` writes them ("a red square moving left and a blue circle moving up")."""
+    d = {**DEMO_CLIPS, **(spec or {})}
+    rng, out = random.Random(f"two:{seed}"), []
+    if len(d["colors"]) < 2:
+        raise ValueError(f"two objects need two colours, got {d['colors']}")
+    limit = (len(d["colors"]) * (len(d["colors"]) - 1) * (len(d["shapes"]) * len(d["directions"])) ** 2)
+    if n > limit:
+        raise ValueError(f"only {limit} such captions exist, asked for {n}")
+    while len(out) < n:
+        a, b = rng.sample(list(d["colors"]), 2)
+        cap = " and ".join(f"{_article(c)} {c} {rng.choice(d['shapes'])} moving {rng.choice(d['directions'])}"
+                           for c in (a, b))
+        if cap not in out:
+            out.append(cap)
+    return out
+
+
 def _article(word: str) -> str:
     return "an" if word[0] in "aeiou" else "a"
 

@@ -223,6 +223,19 @@ def test_check_clip_checks_every_object_of_a_two_object_caption():
         check_clip(video, "a red square moving left and a red circle moving up")
 
 
+def test_two_object_captions_are_distinct_pairs_of_colours_that_make_clip_could_write():
+    from dit_video.data.synthetic import object_phrases, two_object_captions
+
+    caps = two_object_captions(32)
+    assert len(set(caps)) == 32 and caps == two_object_captions(32) and caps != two_object_captions(32, seed=1)
+    for c in caps:
+        a, b = object_phrases(c)
+        assert re.fullmatch(r"an? (\w+) (square|circle) moving (left|right|up|down)", a)
+        assert a.split()[1] != b.split()[1]  # two colours
+    with pytest.raises(ValueError, match="two colours"):
+        two_object_captions(2, spec={"colors": ["red"]})
+
+
 def test_apart_keeps_two_objects_whole_so_each_clip_passes_its_own_check():
     import random
 
