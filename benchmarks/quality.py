@@ -149,6 +149,7 @@ def train_run(cfg, clips, captions: list[str], steps: int, seed: int, every: int
     diffusion = build_diffusion(cfg.diffusion)
     gen = torch.Generator().manual_seed(seed * 1_000_003)
     gen_drop = torch.Generator().manual_seed(seed * 1_000_003 + 7919)
+    dc = cfg.diffusion
     order = np.random.default_rng(seed)
     b = cfg.data.batch_size
     perm, pos = order.permutation(len(clips)), 0
@@ -162,7 +163,7 @@ def train_run(cfg, clips, captions: list[str], steps: int, seed: int, every: int
         idx = perm[pos:pos + b]
         pos += b
         x0 = clips[idx]
-        dc = cfg.diffusion  # as the trainer: given frames drawn first, their captions drop at their own rate
+        # as the trainer: given frames drawn first, their captions drop at their own rate
         given = diffusion.draw_cond_mask(b, x0.shape[2], gen_drop, "cpu")
         drop = conditioner.dropout(b, dc.cfg_dropout, gen_drop, given=None if given is None else given.any(1),
                                    p_given=dc.cond_cfg_dropout)
